@@ -1,0 +1,1 @@
+"""Networks: the student (what users run), the teacher, and their building blocks."""
