@@ -78,7 +78,9 @@ class ValueContract:
                 v = d[k]
                 d[k] = tuple(float(x) for x in (v if isinstance(v, list | tuple) else [v]))
         if d.get("kind", "fixed") not in ("fixed", "percentile"):
-            raise ContractError(f"value-contract kind must be 'fixed' or 'percentile', got {d['kind']!r}")
+            raise ContractError(
+                f"value-contract kind must be 'fixed' or 'percentile', got {d['kind']!r}"
+            )
         return cls(**d)
 
     @classmethod
@@ -140,7 +142,12 @@ class ValueContract:
             lows.append(float(lo))
             highs.append(float(hi))
         return ValueContract(
-            "percentile", tuple(lows), tuple(highs), self.p_low, self.p_high, self.clip,
+            "percentile",
+            tuple(lows),
+            tuple(highs),
+            self.p_low,
+            self.p_high,
+            self.clip,
             {"fitted": True},
         )
 

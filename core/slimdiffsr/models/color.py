@@ -20,7 +20,9 @@ def atrous_low_pass(x: torch.Tensor, levels: int = 5) -> torch.Tensor:
     kernel = (k1[:, None] * k1[None, :]).expand(x.shape[1], 1, 3, 3).contiguous()
     for i in range(levels):
         d = 2**i
-        x = F.conv2d(F.pad(x, (d, d, d, d), mode="replicate"), kernel, dilation=d, groups=x.shape[1])
+        x = F.conv2d(
+            F.pad(x, (d, d, d, d), mode="replicate"), kernel, dilation=d, groups=x.shape[1]
+        )
     return x
 
 

@@ -83,7 +83,9 @@ class FeedForward(nn.Module):
 
     def __init__(self, dim: int, mult: int = 4) -> None:
         super().__init__()
-        self.net = nn.ModuleList([GEGLU(dim, dim * mult), nn.Identity(), nn.Linear(dim * mult, dim)])
+        self.net = nn.ModuleList(
+            [GEGLU(dim, dim * mult), nn.Identity(), nn.Linear(dim * mult, dim)]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for m in self.net:
@@ -91,7 +93,9 @@ class FeedForward(nn.Module):
         return x
 
 
-def make_self_attention(channels: int, use_qgam: bool, num_queries: int, qgam_dim: int) -> nn.Module:
+def make_self_attention(
+    channels: int, use_qgam: bool, num_queries: int, qgam_dim: int
+) -> nn.Module:
     if use_qgam:
         return QueryGlobalAggregation(channels, num_queries=num_queries, dim=qgam_dim)
     from diffusers.models.attention_processor import Attention
@@ -183,7 +187,9 @@ class MidBlock(nn.Module):
 class UNetMid(nn.Module):
     """SD's mid block (ResNet, attention, ResNet) for the ``uniform`` topology."""
 
-    def __init__(self, ch: int, groups: int, ff_mult: int, rflags: dict, use_qgam: bool, nq: int, qd: int):
+    def __init__(
+        self, ch: int, groups: int, ff_mult: int, rflags: dict, use_qgam: bool, nq: int, qd: int
+    ):
         super().__init__()
         self.resnets = nn.ModuleList([ResnetBlock(ch, ch, groups, **rflags) for _ in range(2)])
         self.attentions = nn.ModuleList([Transformer2D(ch, groups, ff_mult, use_qgam, nq, qd)])

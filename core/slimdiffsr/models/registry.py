@@ -99,7 +99,6 @@ def load_model(
     scale: int | None = None,
 ) -> torch.nn.Module:
     """Build a model in eval mode with ``.scale``, ``.halo``, ``.card`` and ``.model_hash``."""
-    import torch
 
     from slimdiffsr.models.bicubic import BicubicSR
 

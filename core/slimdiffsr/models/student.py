@@ -123,7 +123,9 @@ class SlimDiffSRStudent(ModelMixin, ConfigMixin):
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_preset(cls, preset: str = "paper", scale: int = 4, **overrides: Any) -> SlimDiffSRStudent:
+    def from_preset(
+        cls, preset: str = "paper", scale: int = 4, **overrides: Any
+    ) -> SlimDiffSRStudent:
         """Build a preset with random weights; ablation names may be passed as ``flag=True``."""
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
@@ -203,9 +205,8 @@ class SlimDiffSRStudent(ModelMixin, ConfigMixin):
     def make_card(self, name: str, **fields: Any) -> ModelCard:
         cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.config.items()}
         cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
-        return ModelCard(
-            name=name, architecture="student", scale=self.scale, config=cfg, halo=self.halo, **fields
-        )
+        fields.setdefault("halo", self.halo)
+        return ModelCard(name=name, architecture="student", scale=self.scale, config=cfg, **fields)
 
     def save_model(self, path: str | Path, card: ModelCard | None = None, **fields: Any) -> Path:
         """Write the product model file (safetensors + card). Fields update the card."""
