@@ -6,9 +6,17 @@ inspected from light environments; the heavy parts load on first use.
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Weights are always local files: make hub libraries fail fast instead of waiting on the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# bitsandbytes (pulled in by pyiqa, imported by diffusers) warns about an optional CPU kernel
+# it would fetch from the hub; it is irrelevant to us.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
