@@ -92,6 +92,10 @@ def per_image_sigma(sigma_map: torch.Tensor) -> torch.Tensor:
     return sigma_map.float().pow(2).flatten(1).mean(1).sqrt()
 
 
+SD_SIGMAS = sigmas_from_alphas_cumprod(scaled_linear_alphas_cumprod())
+"""The SD-2.x noise levels: sigma_1 = .041, sigma_100 = .344, sigma_500 = 1.618, sigma_999 = 14.61."""
+SD_LOG_SIGMA_RANGE = log_sigma_bounds(SD_SIGMAS)
+
 # ------------------------------------------------------------------------------------------------
 # Predictor P
 # ------------------------------------------------------------------------------------------------
@@ -131,8 +135,8 @@ class NoiseLevelPredictor(ModelMixin, ConfigMixin):
         latent_channels: int = 4,
         hidden_channels: int = 32,
         num_blocks: int = 6,
-        log_sigma_min: float = math.log(0.04128),
-        log_sigma_max: float = math.log(14.6146),
+        log_sigma_min: float = SD_LOG_SIGMA_RANGE[0],
+        log_sigma_max: float = SD_LOG_SIGMA_RANGE[1],
     ) -> None:
         super().__init__()
         if log_sigma_min >= log_sigma_max:
@@ -155,6 +159,8 @@ class NoiseLevelPredictor(ModelMixin, ConfigMixin):
 
 
 __all__ = [
+    "SD_LOG_SIGMA_RANGE",
+    "SD_SIGMAS",
     "NoiseLevelPredictor",
     "alpha_bar_from_sigma",
     "log_sigma_bounds",
