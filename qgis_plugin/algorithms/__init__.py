@@ -1,0 +1,5 @@
+"""Processing algorithms of the SlimDiffSR provider."""
+
+from .superresolve import SuperResolveAlgorithm
+
+__all__ = ["SuperResolveAlgorithm"]

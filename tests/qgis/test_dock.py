@@ -1,0 +1,213 @@
+"""The dock panel: pick a layer, run, the result lands in the "SlimDiffSR" group; cancel works."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle
+from qgis_helpers import wait_until, write_raster
+
+pytestmark = pytest.mark.qgis
+
+
+@pytest.fixture
+def dock(plugin, backend_python, qgis_new_project):
+    """The plugin's dock, with the backend's model list loaded."""
+    d = plugin.ensure_dock()
+    if not any(m.get("path") or str(m.get("name")).startswith("bicubic-") for m in d.models):
+        d.refresh_models()  # once per session: it costs a backend start
+    assert wait_until(lambda: d.describe_task is None, 120)
+    assert any(str(m.get("name", "")).startswith("bicubic") for m in d.models), d.models
+    yield d
+    if d.is_running():
+        d.cancel()
+        wait_until(lambda: not d.is_running(), 60)
+
+
+@pytest.fixture
+def panel(plugin):
+    """The plugin's dock as it opens, before the backend has listed its models."""
+    return plugin.ensure_dock()
+
+
+def choose_model(dock, model_name: str) -> None:
+    wanted = "bicubic-x4" if model_name == "bicubic" else None
+    for i, m in enumerate(dock.models):
+        if (wanted and m.get("name") == wanted) or (not wanted and m.get("default")):
+            dock.model_combo.setCurrentIndex(i)
+            return
+    raise AssertionError(f"model {model_name} not offered: {dock.models}")
+
+
+def add_layer(path: Path, name: str) -> QgsRasterLayer:
+    layer = QgsRasterLayer(str(path), name, "gdal")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def run_and_wait(dock, preview: bool = False) -> tuple[bool, object]:
+    results: list[tuple[bool, object]] = []
+    dock.finished.connect(lambda ok, layer: results.append((ok, layer)))
+    assert dock.run(preview=preview), dock.log_view.toPlainText()
+    assert wait_until(lambda: bool(results), 180), dock.log_view.toPlainText()
+    return results[0]
+
+
+def group_layers() -> list[str]:
+    group = QgsProject.instance().layerTreeRoot().findGroup("SlimDiffSR")
+    return [] if group is None else [n.layer().name() for n in group.findLayers()]
+
+
+def test_dock_runs_into_group(dock, model_name, tmp_path) -> None:
+    data = (np.indices((32, 40)).sum(0) * 5 % 256).astype(np.uint8)
+    src = write_raster(tmp_path / "scene.tif", np.stack([data, data[::-1], 255 - data]))
+    layer = add_layer(src, "scene")
+    dock.layer_combo.setLayer(layer)
+    choose_model(dock, model_name)
+    assert dock.parameters()["INPUT"] == layer.id()
+    ok, result = run_and_wait(dock)
+    assert ok, dock.log_view.toPlainText()
+    assert isinstance(result, QgsRasterLayer) and result.isValid()
+    assert result.crs() == layer.crs()
+    assert result.width() == layer.width() * 4
+    assert result.name() in group_layers()
+    assert QgsProject.instance().mapLayer(result.id()) is result
+    assert dock.progress.value() == 100
+    assert dock.run_button.isEnabled() and not dock.cancel_button.isEnabled()
+
+
+def test_dock_preview_current_view(dock, model_name, qgis_iface, tmp_path) -> None:
+    data = (np.indices((48, 48)).sum(0) * 3 % 256).astype(np.uint8)
+    src = write_raster(tmp_path / "view.tif", np.stack([data] * 3))
+    layer = add_layer(src, "view")
+    dock.layer_combo.setLayer(layer)
+    choose_model(dock, model_name)
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(layer.crs())
+    e = layer.extent()
+    canvas.setExtent(QgsRectangle(e.xMinimum(), e.yMinimum(), e.center().x(), e.center().y()))
+    ok, result = run_and_wait(dock, preview=True)
+    assert ok, dock.log_view.toPlainText()
+    assert result.name().endswith("preview")
+    view = canvas.extent().intersect(e)  # the canvas keeps its aspect ratio
+    got = result.extent()
+    assert got.height() < e.height() * 0.75  # only the view, not the whole layer
+    px = layer.rasterUnitsPerPixelX()
+    for a, b in (
+        (got.xMinimum(), view.xMinimum()),
+        (got.yMinimum(), view.yMinimum()),
+        (got.xMaximum(), view.xMaximum()),
+        (got.yMaximum(), view.yMaximum()),
+    ):
+        assert a == pytest.approx(b, abs=px)
+    assert result.rasterUnitsPerPixelX() == pytest.approx(layer.rasterUnitsPerPixelX() / 4)
+
+
+def test_dock_cancel(dock, tmp_path) -> None:
+    data = (np.indices((768, 768)).sum(0) % 256).astype(np.uint8)
+    src = write_raster(tmp_path / "large.tif", np.stack([data] * 3))
+    layer = add_layer(src, "large")
+    dock.layer_combo.setLayer(layer)
+    choose_model(dock, "bicubic")
+    dock.tile_spin.setValue(32)
+    dock.overlap_spin.setValue(16)
+    out = tmp_path / "large_sr.tif"
+    dock.output_widget.setFilePath(str(out))
+    before = group_layers()
+    results: list[tuple[bool, object]] = []
+    dock.finished.connect(lambda ok, lyr: results.append((ok, lyr)))
+    assert dock.run()
+    assert dock.cancel_button.isEnabled() and not dock.run_button.isEnabled()
+    assert wait_until(lambda: dock.progress.value() > 0 or bool(results), 120)
+    assert not results, dock.log_view.toPlainText()
+    dock.cancel()
+    assert wait_until(lambda: bool(results), 60)
+    assert results[0] == (False, None)
+    assert "Cancelled" in dock.log_view.toPlainText()
+    assert not out.exists()
+    assert group_layers() == before
+    assert dock.run_button.isEnabled()
+
+
+def test_dock_shows_model_card(panel) -> None:
+    names = [m.get("name") for m in panel.models]
+    panel.model_combo.setCurrentIndex(
+        names.index("bicubic-x4" if "bicubic-x4" in names else "bicubic")
+    )
+    text = panel.card_label.text()
+    assert "x4" in text and "license" in text
+    assert "any" in text  # bicubic takes any bands
+
+
+def test_dock_import_rejects_a_non_model(panel, tmp_path, monkeypatch) -> None:
+    from qgis_plugin import settings
+
+    monkeypatch.setattr(settings, "models_dir", lambda: tmp_path / "models")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 64)
+    assert not panel.import_model(str(junk))
+    assert "not a safetensors model file" in panel.log_view.toPlainText()
+    assert not (tmp_path / "models" / "junk.safetensors").exists()
+
+
+def write_model_file(path: Path, card: dict) -> Path:
+    """A minimal valid safetensors file carrying a SlimDiffSR card (one 1-element tensor)."""
+    import json
+    import struct
+
+    header = {
+        "__metadata__": {"slimdiffsr.card": json.dumps(card), "slimdiffsr.format": "1"},
+        "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+    }
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\x00\x00\x80\x3f")
+    return path
+
+
+def test_dock_import_model_shows_its_card(panel, tmp_path, monkeypatch) -> None:
+    from qgis_plugin import settings
+
+    monkeypatch.setattr(settings, "models_dir", lambda: tmp_path / "models")
+    card = {
+        "name": "my-s2-x8",
+        "architecture": "student",
+        "scale": 8,
+        "bands": ["red", "green", "blue", "nir"],
+        "value_contract": {"kind": "fixed", "low": [0], "high": [10000]},
+        "license": "CC-BY-4.0",
+    }
+    src = write_model_file(tmp_path / "my-s2-x8.safetensors", card)
+    assert panel.import_model(str(src))
+    assert (tmp_path / "models" / "my-s2-x8.safetensors").is_file()
+    assert panel.current_model()["name"] == "my-s2-x8"
+    text = panel.card_label.text()
+    assert "x8" in text and "nir" in text and "CC-BY-4.0" in text and "10000" in text
+    assert len(panel._band_boxes) == 4  # one band picker per model band
+    assert panel.parameters()["MODEL"].endswith("my-s2-x8.safetensors")
+
+
+def test_render_script_writes_pngs(backend_python, tmp_path) -> None:
+    """scripts/render_dock.py (the README screenshots) still works, offscreen."""
+    import os
+    import subprocess
+    import sys
+
+    from qgis.PyQt.QtGui import QImage
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", SLIMDIFFSR_PYTHON=backend_python)
+    r = subprocess.run(
+        [sys.executable, str(root / "scripts" / "render_dock.py"), "--out-dir", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    for name in ("qgis_dock.png", "qgis_compare.png"):
+        img = QImage(str(tmp_path / name))
+        assert not img.isNull() and img.width() > 400, name
