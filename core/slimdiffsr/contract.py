@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from slimdiffsr.errors import InputError
+
 Kind = Literal["fixed", "percentile"]
 
 DTYPE_RANGES: dict[str, tuple[float, float]] = {
@@ -27,7 +29,7 @@ DTYPE_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-class ContractError(ValueError):
+class ContractError(InputError):
     """A value contract cannot be applied to the given data."""
 
 

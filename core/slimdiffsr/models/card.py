@@ -15,12 +15,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slimdiffsr.errors import ModelError
+
 CARD_KEY = "slimdiffsr.card"
 FORMAT_KEY = "slimdiffsr.format"
 FORMAT_VERSION = "1"
 
 
-class ModelFileError(ValueError):
+class ModelFileError(ModelError):
     """A file is missing, is not a SlimDiffSR model, or does not match its card."""
 
 

@@ -1,0 +1,305 @@
+"""Super-resolve a georeferenced raster of any size: ``upscale()`` and the reusable ``Upscaler``.
+
+``Upscaler`` holds a loaded model and the tiling/device settings; ``run()`` processes one raster
+(see ``engine.job`` for the loop). ``upscale()`` is the one-call form with the same parameters,
+used by the CLI, the QGIS worker and the tests.
+
+Callers report progress and cancel through two callables (the dzetsaka ``FeedbackProtocol``
+shape): ``progress(done, total, message)`` after each batch and ``cancel() -> bool`` before it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from slimdiffsr.contract import ValueContract
+from slimdiffsr.engine.job import (
+    GDAL_CACHE_MB,
+    QA_THRESHOLD,
+    CancelFn,
+    Job,
+    ProgressFn,
+    UpscaleResult,
+    fill_invalid,
+    resolve_contract,
+    select_bands,
+)
+from slimdiffsr.engine.tiling import DEFAULT_MARGIN, DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling
+from slimdiffsr.errors import DeviceError, InputError, ModelError, OutOfMemoryError
+
+__all__ = [
+    "GDAL_CACHE_MB",
+    "CancelFn",
+    "Feedback",
+    "ProgressFn",
+    "UpscaleResult",
+    "Upscaler",
+    "fill_invalid",
+    "load_engine_model",
+    "resolve_contract",
+    "resolve_device",
+    "select_bands",
+    "upscale",
+]
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
+
+
+class Feedback(Protocol):
+    """What a caller may pass as ``feedback=``: the two callbacks on one object."""
+
+    def progress(self, done: int, total: int, message: str) -> None: ...
+
+    def cancel(self) -> bool: ...
+
+
+# -- devices and models ------------------------------------------------------------------------
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto``: CUDA, then Apple MPS, then CPU. An unavailable explicit device is an error."""
+    if isinstance(name, torch.device):
+        return name
+    name = str(name).lower()
+    kind = name.split(":")[0]
+    if kind not in DEVICES:
+        raise DeviceError(f"device must be one of {', '.join(DEVICES)}, got {name!r}")
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps is not None and mps.is_available())
+    if kind == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if has_mps else "cpu")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(
+            "CUDA was requested but torch sees no CUDA GPU (use --device cpu or auto)"
+        )
+    if kind == "mps" and not has_mps:
+        raise DeviceError("Apple MPS was requested but is not available (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def load_engine_model(
+    model: str | Path | torch.nn.Module, scale: int | None, device: torch.device
+) -> torch.nn.Module:
+    """A model by name/path (through the registry) or an already built module, on ``device``."""
+    if isinstance(model, torch.nn.Module):
+        for attr in ("scale", "halo"):
+            if not isinstance(getattr(model, attr, None), int):
+                raise ModelError(f"model object lacks an integer .{attr} (see ARCHITECTURE.md)")
+        if scale is not None and scale != model.scale:
+            raise ModelError(f"the model is x{model.scale}, but scale {scale} was requested")
+        return model.to(device).eval()
+    from slimdiffsr.models.registry import load_model
+
+    return load_model(str(model), device=device, scale=scale)
+
+
+# -- the engine --------------------------------------------------------------------------------
+class Upscaler:
+    """A loaded model plus tiling and device settings, reusable over many rasters.
+
+    ``model`` is an installed name (``default``, ``bicubic``), a ``.safetensors`` path, or a
+    module following the model contract (docs/ARCHITECTURE.md). ``halo`` defaults to the model's
+    and can only be raised. On CUDA, cuDNN is switched to deterministic algorithms.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | torch.nn.Module = "default",
+        *,
+        scale: int | None = None,
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
+        tile: int = DEFAULT_TILE,
+        overlap: int = DEFAULT_OVERLAP,
+        halo: int | None = None,
+        margin: int = DEFAULT_MARGIN,
+        batch_size: int = 4,
+        consistency: bool = False,
+        consistency_iterations: int = 3,
+        memory_mb: int = 256,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if batch_size < 1:
+            raise InputError(f"batch size must be >= 1, got {batch_size}")
+        self.device = resolve_device(device)
+        if precision != "fp32" and self.device.type == "cpu":
+            warnings.warn(
+                f"{precision} runs only on a GPU; using fp32 on the CPU", UserWarning, stacklevel=2
+            )
+            precision = "fp32"
+        self.precision = precision
+        if self.device.type == "cuda":
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+        self.model = load_engine_model(model, scale, self.device)
+        self.scale = int(self.model.scale)
+        self.halo = max(int(self.model.halo), int(halo or 0))
+        self.tile, self.overlap, self.margin = int(tile), int(overlap), int(margin)
+        check_tiling(self.tile, self.overlap, self.scale, self.margin)
+        self.batch_size = int(batch_size)
+        self.consistency = bool(consistency)
+        self.consistency_iterations = int(consistency_iterations)
+        self.memory_mb = int(memory_mb)
+        card = getattr(self.model, "card", None)
+        self.card = card
+        self.model_name = card.name if card is not None else type(self.model).__name__
+        self.model_hash = str(getattr(self.model, "model_hash", "unknown"))
+
+    # -- the model step (also what the benchmark times bare) -------------------------------------
+    def forward(self, lr: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """LR batch in [-1, 1] (B, C, h, w) -> SR float32 on the device (B, C, s*h, s*w)."""
+        x = torch.as_tensor(lr).to(self.device, non_blocking=True)
+        dtype = PRECISIONS[self.precision]
+        ctx = (
+            torch.autocast(device_type=self.device.type, dtype=dtype)
+            if dtype is not None
+            else contextlib.nullcontext()
+        )
+        try:
+            with torch.inference_mode(), ctx:
+                y = self.model(x)
+            return y.float()
+        except torch.cuda.OutOfMemoryError as e:
+            raise OutOfMemoryError(
+                f"the device ran out of memory for a batch of {x.shape[0]} tiles of "
+                f"{x.shape[-1]} px; lower --batch-size or --tile"
+            ) from e
+        except RuntimeError as e:
+            if "out of memory" in str(e).lower():
+                raise OutOfMemoryError(f"{e}; lower --batch-size or --tile") from e
+            raise
+
+    def run(
+        self,
+        input: str | Path,
+        output: str | Path,
+        *,
+        bands: Sequence[int] | None = None,
+        roi_window: tuple[int, int, int, int] | None = None,
+        roi_bounds: tuple[float, float, float, float] | None = None,
+        roi_crs: Any = None,
+        value_contract: str | dict[str, Any] | ValueContract | None = None,
+        out_dtype: str | None = None,
+        qa: bool = False,
+        qa_threshold: float = QA_THRESHOLD,
+        cog: bool = False,
+        overwrite: bool = False,
+        resume: bool = False,
+        compress: str = "deflate",
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+        feedback: Feedback | None = None,
+    ) -> UpscaleResult:
+        """Super-resolve ``input`` into the GeoTIFF ``output``; see :func:`upscale`."""
+        if feedback is not None:
+            progress = progress or feedback.progress
+            cancel = cancel or feedback.cancel
+        job = Job(
+            self,
+            Path(input),
+            Path(output),
+            bands=list(bands) if bands else None,
+            roi_window=roi_window,
+            roi_bounds=roi_bounds,
+            roi_crs=roi_crs,
+            value_contract=value_contract,
+            out_dtype=out_dtype,
+            qa=qa,
+            qa_threshold=qa_threshold,
+            cog=cog,
+            overwrite=overwrite,
+            resume=resume,
+            compress=compress,
+            progress=progress,
+            cancel=cancel,
+        )
+        return job.execute()
+
+
+def upscale(
+    input: str | Path,
+    output: str | Path,
+    model: str | Path | torch.nn.Module = "default",
+    *,
+    scale: int | None = None,
+    bands: Sequence[int] | None = None,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    halo: int | None = None,
+    batch_size: int = 4,
+    device: str = "auto",
+    precision: str = "fp32",
+    roi_window: tuple[int, int, int, int] | None = None,
+    roi_bounds: tuple[float, float, float, float] | None = None,
+    roi_crs: Any = None,
+    value_contract: str | dict[str, Any] | ValueContract | None = None,
+    out_dtype: str | None = None,
+    qa: bool = False,
+    consistency: bool = False,
+    cog: bool = False,
+    overwrite: bool = False,
+    resume: bool = False,
+    compress: str = "deflate",
+    memory_mb: int = 256,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    feedback: Feedback | None = None,
+) -> UpscaleResult:
+    """Super-resolve a raster into a GeoTIFF aligned with it; returns an :class:`UpscaleResult`.
+
+    - ``bands``: 1-based input bands in model order (default: the model card's bands matched to
+      the colour interpretation, else the first non-alpha bands).
+    - ``roi_window`` ``(col_off, row_off, width, height)`` in pixels, or ``roi_bounds``
+      ``(xmin, ymin, xmax, ymax)`` in the raster's CRS (or ``roi_crs``).
+    - ``value_contract``: ``fixed:0:10000``, ``percentile:2:98``, a dict or a ValueContract;
+      default from the model card, else the dtype's natural range. Percentiles are computed once
+      per raster from an overview.
+    - ``out_dtype``: None keeps the input dtype; ``float32`` writes unrounded values.
+    - ``qa``: also write ``<out>_qa.tif`` (|down(SR) - LR| per band on the input grid) and
+      ``<out>_qa.json``. ``consistency`` enforces down(SR) ~ LR per tile.
+    - ``resume``: keep the partial file and manifest if interrupted, and continue from them.
+    - ``progress(done, total, message)`` is called after each batch, ``cancel()`` before it.
+    """
+    up = Upscaler(
+        model,
+        scale=scale,
+        device=device,
+        precision=precision,
+        tile=tile,
+        overlap=overlap,
+        halo=halo,
+        batch_size=batch_size,
+        consistency=consistency,
+        memory_mb=memory_mb,
+    )
+    return up.run(
+        input,
+        output,
+        bands=bands,
+        roi_window=roi_window,
+        roi_bounds=roi_bounds,
+        roi_crs=roi_crs,
+        value_contract=value_contract,
+        out_dtype=out_dtype,
+        qa=qa,
+        cog=cog,
+        overwrite=overwrite,
+        resume=resume,
+        compress=compress,
+        progress=progress,
+        cancel=cancel,
+        feedback=feedback,
+    )

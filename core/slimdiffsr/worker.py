@@ -1,0 +1,242 @@
+"""``python -m slimdiffsr.worker``: the engine behind a JSON-lines pipe, for the QGIS plugin.
+
+The protocol is in docs/ARCHITECTURE.md and ``slimdiffsr.protocol``. The hello line goes out
+before torch is imported, so the plugin learns within a second whether it found a SlimDiffSR
+environment. Jobs run on the main thread; a reader thread keeps listening, so a ``cancel``
+(or EOF on stdin, or SIGTERM) stops the job at the next tile and its temporary file is removed.
+
+stdout carries protocol lines only: the real stdout is kept for them and file descriptor 1 is
+pointed at stderr, so stray prints (ours or a C library's) land in the log, not in the protocol.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import queue
+import signal
+import sys
+import threading
+import traceback
+import warnings
+from typing import Any, TextIO
+
+from slimdiffsr import __version__
+from slimdiffsr import protocol as P
+from slimdiffsr.errors import SlimDiffSRError
+
+_STOP = object()  # queued on EOF, SIGTERM or shutdown
+
+
+class _Channel:
+    """Thread-safe writer of protocol lines."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.lock = threading.Lock()
+
+    def send(self, msg: dict[str, Any]) -> None:
+        line = P.encode(msg)
+        with self.lock:
+            self.stream.write(line)
+            self.stream.flush()
+
+
+class Worker:
+    """Reads requests, runs them one at a time, answers on the channel."""
+
+    def __init__(self, channel: _Channel, stdin: TextIO) -> None:
+        self.out = channel
+        self.stdin = stdin
+        self.requests: queue.Queue[Any] = queue.Queue()
+        self.cancel_all = threading.Event()  # EOF / SIGTERM: cancel whatever runs
+        self.cancelled: set[Any] = set()  # ids whose cancel arrived
+        self.lock = threading.Lock()
+
+    # -- reader thread -----------------------------------------------------------------------
+    def read_loop(self) -> None:
+        try:
+            for line in self.stdin:
+                if not line.strip():
+                    continue
+                try:
+                    msg = P.decode(line)
+                except P.ProtocolError as e:
+                    self.out.send(P.error(None, P.ERROR_INPUT, str(e)))
+                    continue
+                if msg["type"] == P.CANCEL:
+                    with self.lock:
+                        self.cancelled.add(msg.get("id"))
+                    continue
+                self.requests.put(msg)
+        except (OSError, ValueError):
+            pass
+        self.stop()
+
+    def stop(self, *_: Any) -> None:
+        """EOF on stdin or SIGTERM: cancel the running job, then exit."""
+        self.cancel_all.set()
+        self.requests.put(_STOP)
+
+    def is_cancelled(self, rid: Any) -> bool:
+        if self.cancel_all.is_set():
+            return True
+        with self.lock:
+            return rid in self.cancelled or None in self.cancelled
+
+    # -- main loop ---------------------------------------------------------------------------
+    def serve(self) -> int:
+        while True:
+            msg = self.requests.get()
+            if msg is _STOP or msg.get("type") == P.SHUTDOWN:
+                return 0
+            rid = msg.get("id")
+            try:
+                handler = {P.INFO: self.info, P.MODELS: self.models, P.UPSCALE: self.upscale}.get(
+                    msg["type"]
+                )
+                if handler is None:
+                    raise P.ProtocolError(
+                        f"unknown request type {msg['type']!r}; expected one of {P.REQUEST_TYPES}"
+                    )
+                self.out.send(handler(msg))
+            except Exception as e:  # noqa: BLE001 - every failure becomes one error line
+                self.out.send(error_message(rid, e))
+            finally:
+                with self.lock:
+                    self.cancelled.discard(rid)
+                    self.cancelled.discard(None)
+
+    # -- requests ----------------------------------------------------------------------------
+    def info(self, msg: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        devices = []
+        if torch.cuda.is_available():
+            for i in range(torch.cuda.device_count()):
+                props = torch.cuda.get_device_properties(i)
+                devices.append(
+                    {"name": props.name, "kind": "cuda", "memory_gb": _gb(props.total_memory)}
+                )
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            devices.append({"name": "Apple MPS", "kind": "mps", "memory_gb": None})
+        devices.append({"name": _cpu_name(), "kind": "cpu", "memory_gb": _ram_gb()})
+        return {
+            "type": P.INFO,
+            "id": msg.get("id"),
+            "torch": torch.__version__,
+            "cuda": bool(torch.cuda.is_available()),
+            "devices": devices,
+            "python": platform.python_version(),
+            "executable": sys.executable,
+            "version": __version__,
+        }
+
+    def models(self, msg: dict[str, Any]) -> dict[str, Any]:
+        from slimdiffsr.models.registry import list_models
+
+        return {
+            "type": P.MODELS,
+            "id": msg.get("id"),
+            "models": [e.as_dict() for e in list_models()],
+        }
+
+    def upscale(self, msg: dict[str, Any]) -> dict[str, Any]:
+        rid = msg.get("id")
+        p = P.validate_upscale_params(msg.get("params"))
+        from slimdiffsr.engine.run import upscale
+
+        def progress(done: int, total: int, message: str) -> None:
+            self.out.send(P.progress(rid, done, total, message))
+
+        kwargs = {k: p[k] for k in P.OPTIONAL_UPSCALE_PARAMS if k in p}
+        for k in ("roi_window",):
+            if k in kwargs:
+                kwargs[k] = tuple(kwargs[k])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                result = upscale(
+                    p["input"],
+                    p["output"],
+                    model=p["model"],
+                    bands=p["bands"],
+                    tile=p["tile"],
+                    overlap=p["overlap"],
+                    device=p["device"],
+                    precision=p["precision"],
+                    roi_bounds=tuple(p["roi_bounds"]) if p["roi_bounds"] else None,
+                    qa=bool(p["qa"]),
+                    overwrite=bool(p["overwrite"]),
+                    value_contract=p["value_contract"],
+                    out_dtype=p["out_dtype"],
+                    progress=progress,
+                    cancel=lambda: self.is_cancelled(rid),
+                    **kwargs,
+                )
+            finally:
+                for w in caught:  # user-facing warnings go to the log (stderr)
+                    if not issubclass(w.category, DeprecationWarning | PendingDeprecationWarning):
+                        print(f"warning: {w.message}", file=sys.stderr, flush=True)
+        return P.result(
+            rid,
+            str(result.output),
+            str(result.qa_output) if result.qa_output else None,
+            result.summary,
+        )
+
+
+def error_message(rid: Any, e: BaseException) -> dict[str, Any]:
+    """An exception -> a protocol error line with the right kind (traceback only for bugs)."""
+    import errno
+
+    if isinstance(e, SlimDiffSRError):
+        return P.error(rid, e.kind, str(e))
+    if isinstance(e, P.ProtocolError):
+        return P.error(rid, P.ERROR_INPUT, str(e))
+    if isinstance(e, MemoryError):
+        return P.error(rid, P.ERROR_MEMORY, str(e) or "out of memory")
+    if isinstance(e, OSError) and e.errno in (
+        errno.ENOSPC,
+        errno.EACCES,
+        errno.EROFS,
+        errno.EDQUOT,
+    ):
+        return P.error(rid, P.ERROR_DISK, str(e))
+    tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    print(tb, file=sys.stderr, flush=True)
+    return P.error(rid, P.ERROR_INTERNAL, f"{type(e).__name__}: {e}", traceback=tb)
+
+
+def _gb(n: int | float) -> float:
+    return round(float(n) / 2**30, 1)
+
+
+def _ram_gb() -> float | None:
+    try:
+        return _gb(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _cpu_name() -> str:
+    return platform.processor() or platform.machine() or "CPU"
+
+
+def main() -> int:
+    """Serve requests from stdin until shutdown, EOF or SIGTERM; returns the exit status."""
+    out = _Channel(os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", buffering=1))
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # fd 1 -> stderr for everybody else
+    sys.stdout = sys.stderr
+    out.send(P.hello(__version__, platform.python_version()))
+    worker = Worker(out, sys.stdin)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, worker.stop)
+    threading.Thread(target=worker.read_loop, name="slimdiffsr-stdin", daemon=True).start()
+    return worker.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
