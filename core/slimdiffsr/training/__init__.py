@@ -1,0 +1,1 @@
+"""Training step logic (the scripts in training/ only parse arguments)."""

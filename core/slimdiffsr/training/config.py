@@ -1,0 +1,260 @@
+"""The distillation run's configuration: one flat, typed dataclass, read from YAML plus overrides.
+
+Every key has a default from method.md (paper values, or ours where the paper is silent), so a
+config file lists only what differs. Unknown keys fail loudly with the closest known names:
+a typo such as ``learning_rate`` silently falling back to a default costs a whole training run.
+Relative paths are resolved against the working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from slimdiffsr.errors import InputError
+
+
+class ConfigError(InputError):
+    """A configuration key or value cannot be used."""
+
+
+@dataclass
+class DistillConfig:
+    """All settings of ``training/distill.py`` (method.md sections 5, 6 and 10)."""
+
+    # -- data -------------------------------------------------------------------------------
+    train_data: Any = (
+        "training/splits/shared_data.json"  # folder, glob, list file, split .json, or a list
+    )
+    val_data: Any = None  # same forms; None: the val list of a split .json train_data
+    bands: list[int] | None = field(default_factory=lambda: [1, 2, 3])  # 1-based
+    band_names: list[str] = field(default_factory=lambda: ["red", "green", "blue"])
+    value_contract: str | None = None  # e.g. "fixed:0:10000"; None: each dtype's natural contract
+    crop_size: int = 256
+    pad_small_images: bool = True  # reflect-101 pad images smaller than the crop
+    scale: int = 4
+    degradation: str = "realesrgan"  # realesrgan | rs | rs16 | bicubic
+    val_crop_size: int | None = 256
+    val_max_images: int | None = None
+    val_batch_size: int = 4
+    dataloader_num_workers: int = 0
+
+    # -- student ----------------------------------------------------------------------------
+    student_preset: str = "nano"
+    student_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {no_qgam: true}
+    init_autoencoder: str | None = None  # folder with taef2_encoder.pth / taef2_decoder.pth
+    model_name: str | None = None  # default: slimdiffsr-{preset}-x{scale}
+    model_description: str = ""
+    model_license: str = "MIT"
+
+    # -- teacher and distillation -------------------------------------------------------------
+    teacher: str | None = (
+        None  # teacher folder; None: reconstruction-only training (method section 10)
+    )
+    teacher_dtype: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
+    no_dis: bool = False  # ablation No-Dis: no feature distillation
+    no_mmd: bool = False  # ablation No-MMD: MSE only
+    lambda_dis: float = 1.0
+    lambda_mmd: float = 1.0
+    mmd_tokens: int = 1024
+    mmd_unbiased: bool = True
+    mse_normalize: str = "auto"  # auto (method's step-0 check) | always | never
+
+    # -- reconstruction losses ----------------------------------------------------------------
+    loss_l1: float = 0.0
+    loss_l2: float = 1.0
+    loss_lpips: float = 0.0  # paper: 2.5 with a teacher (needs lpips_weights)
+    lpips_weights: str | None = None
+    lpips_net: str = "vgg"
+    loss_adv: float = 0.0  # paper: 0.25 with a teacher; needs dino_weights
+    dino_weights: str | None = None  # local DINO ViT-B/16 checkpoint for the discriminator
+    discriminator: str = "dino"  # dino | tiny (random, tests only)
+
+    # -- optimisation ---------------------------------------------------------------------------
+    learning_rate: float = 5e-5
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    train_batch_size: int = 16  # per process
+    gradient_accumulation_steps: int = 1
+    max_train_steps: int = 100_000
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    cpu: bool = False  # force the CPU even when a GPU is present
+    num_threads: int | None = None  # torch intra-op threads (1 on small shared CPUs); None: default
+    seed: int = 0
+
+    # -- outputs ------------------------------------------------------------------------------
+    output_dir: str = "runs/distill"
+    checkpointing_steps: int = 1000
+    checkpoints_total_limit: int | None = None
+    resume_from_checkpoint: str | None = None  # "latest" or a checkpoint folder
+    validation_steps: int = 1000
+    validation_lpips: bool = False  # needs lpips_weights
+    num_sample_images: int = 4
+    logging_steps: int = 10
+    report_to: str = "tensorboard"  # tensorboard | none
+
+    def validate(self) -> DistillConfig:
+        """Check values that do not depend on files; raises :class:`ConfigError`."""
+
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ConfigError(msg)
+
+        need(self.scale in (2, 4, 8), f"scale must be 2, 4 or 8, got {self.scale}")
+        need(self.crop_size > 0 and self.crop_size % self.scale == 0,
+             f"crop_size {self.crop_size} must be a positive multiple of scale {self.scale}")  # fmt: skip
+        if self.val_crop_size is not None:
+            need(self.val_crop_size % self.scale == 0,
+                 f"val_crop_size {self.val_crop_size} must be a multiple of scale {self.scale}")  # fmt: skip
+        need(self.degradation in ("realesrgan", "rs", "rs16", "bicubic"),
+             f"degradation must be realesrgan, rs, rs16 or bicubic, got {self.degradation!r}")  # fmt: skip
+        need(self.mixed_precision in ("no", "fp16", "bf16"),
+             f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")  # fmt: skip
+        need(self.teacher_dtype in ("auto", "fp32", "fp16", "bf16"),
+             f"teacher_dtype must be auto, fp32, fp16 or bf16, got {self.teacher_dtype!r}")  # fmt: skip
+        need(self.mse_normalize in ("auto", "always", "never"),
+             f"mse_normalize must be auto, always or never, got {self.mse_normalize!r}")  # fmt: skip
+        need(self.report_to in ("tensorboard", "none"),
+             f"report_to must be tensorboard or none, got {self.report_to!r}")  # fmt: skip
+        for k in ("train_batch_size", "gradient_accumulation_steps", "max_train_steps",
+                  "checkpointing_steps", "validation_steps", "logging_steps", "mmd_tokens"):  # fmt: skip
+            need(getattr(self, k) >= 1, f"{k} must be >= 1, got {getattr(self, k)}")
+        need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        for k in ("loss_l1", "loss_l2", "loss_lpips", "lambda_dis", "lambda_mmd"):
+            need(getattr(self, k) >= 0, f"{k} must be >= 0, got {getattr(self, k)}")
+        need(self.loss_l1 + self.loss_l2 + self.loss_lpips > 0,
+             "at least one reconstruction loss weight (loss_l1, loss_l2, loss_lpips) must be > 0")  # fmt: skip
+        if self.loss_lpips > 0 or self.validation_lpips:
+            need(self.lpips_weights is not None,
+                 "loss_lpips > 0 or validation_lpips needs lpips_weights (a local file; nothing is downloaded)")  # fmt: skip
+        need(self.discriminator in ("dino", "tiny"),
+             f"discriminator must be dino or tiny, got {self.discriminator!r}")  # fmt: skip
+        need(self.loss_adv >= 0, f"loss_adv must be >= 0, got {self.loss_adv}")
+        if self.loss_adv > 0 and self.discriminator == "dino":
+            need(self.dino_weights is not None,
+                 "loss_adv > 0 needs dino_weights (a local DINO ViT-B/16 file; nothing is downloaded)")  # fmt: skip
+        if self.bands is not None:
+            need(len(self.band_names) == len(self.bands),
+                 f"band_names {self.band_names} must name each of bands {self.bands}")  # fmt: skip
+        if self.resume_from_checkpoint not in (None, "latest"):
+            need(Path(self.resume_from_checkpoint).is_dir(),
+                 f"resume_from_checkpoint: no checkpoint folder at {self.resume_from_checkpoint}")  # fmt: skip
+        return self
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.teacher is not None and not self.no_dis
+
+    @property
+    def name(self) -> str:
+        return self.model_name or f"slimdiffsr-{self.student_preset}-x{self.scale}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(DistillConfig)
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Light type check. Ints are fine for floats; numeric strings too (YAML reads ``5e-5``
+    without a dot as a string)."""
+    hint = _hints()[key]
+    if hint is Any:
+        return value
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+    else:
+        args = (hint,)
+    optional = type(None) in args
+    allowed = tuple(typing.get_origin(a) or a for a in args if a is not type(None))
+    if optional and str not in allowed and isinstance(value, str) and value.lower() == "none":
+        value = None  # Python spelling of null, for non-string keys only
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key} cannot be null")
+    if isinstance(value, str) and str not in allowed and (float in allowed or int in allowed):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if int in allowed and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) and bool not in allowed:
+        raise ConfigError(f"{key} must be {'/'.join(a.__name__ for a in allowed)}, got {value!r}")
+    if not isinstance(value, allowed):
+        names = "/".join(a.__name__ for a in allowed)
+        raise ConfigError(f"{key} must be {names}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _check_keys(keys: Any, where: str) -> None:
+    known = [f.name for f in fields(DistillConfig)]
+    for k in keys:
+        if k not in known:
+            close = difflib.get_close_matches(k, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown config key {k!r} in {where}{hint}")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value parsed as YAML (``lr=1e-4``, ``bands=[1,2,3]``, ``teacher=null``)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip().replace("-", "_")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from e
+    return key, value
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> DistillConfig:
+    """Defaults, then the YAML file, then ``key=value`` overrides; validated."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            doc = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+        if not isinstance(doc, dict):
+            raise ConfigError(f"config file {p} must be a mapping of key: value")
+        _check_keys(doc, str(p))
+        values.update(doc)
+    if overrides:
+        items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
+        for k, v in items:
+            _check_keys([k], "overrides")
+            values[k] = v
+    coerced = {k: _coerce(k, v) for k, v in values.items()}
+    return DistillConfig(**coerced).validate()
+
+
+def save_config(cfg: DistillConfig, path: str | Path) -> Path:
+    """Write the effective configuration (what a run really used) as YAML."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return p
+
+
+__all__ = ["ConfigError", "DistillConfig", "load_config", "parse_override", "save_config"]
