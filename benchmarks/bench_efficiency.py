@@ -64,7 +64,11 @@ def measure(spec: str, output: int, scale: int, device: str, runs: int, precisio
     sys.path.insert(0, str(HERE))
     from bench_student import count, n_params
 
-    torch.set_grad_enabled(False)
+    with torch.no_grad():
+        return _measure(torch, spec, output, scale, device, runs, precision, count, n_params)
+
+
+def _measure(torch, spec, output, scale, device, runs, precision, count, n_params) -> dict:  # noqa: ANN001
     model = build(spec, scale, device)
     lr = torch.rand(1, 3, output // scale, output // scale, device=device) * 2 - 1
     params = n_params(model)

@@ -16,3 +16,15 @@ def shared_data() -> Path:
     if not DATA.is_dir():
         pytest.skip(f"shared imagery not found at {DATA} (see README: test data)")
     return DATA
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_grad_mode():
+    """Fail a test that leaves autograd disabled: global torch state must not leak."""
+    import sys
+
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("this test left torch autograd disabled (a leaked no_grad/inference_mode)")
