@@ -40,7 +40,12 @@ SCRIPT = textwrap.dedent(
     t = time.perf_counter()
     r = upscale(sys.argv[1], sys.argv[2], model="bicubic", tile=256, overlap=32,
                 compress="none", memory_mb=int(sys.argv[3]))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM is this process image's peak; ru_maxrss would carry the forking parent's RSS over exec
+    try:
+        with open("/proc/self/status") as f:
+            peak = next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"baseline_mb": base, "peak_mb": peak, "time_s": time.perf_counter() - t,
                       "summary": r.summary}))
     """
