@@ -71,8 +71,15 @@ def test_protocol_is_stdlib_only() -> None:
     assert third_party == []
 
 
-def test_package_imports_without_torch_side_effects() -> None:
-    import importlib
+def test_package_imports_without_torch() -> None:
+    """``import slimdiffsr`` (and the worker protocol) stays light: torch loads on first use."""
+    import subprocess
+    import sys
 
-    mod = importlib.import_module("slimdiffsr")
-    assert mod.__version__
+    code = (
+        "import sys, slimdiffsr, slimdiffsr.protocol; "
+        "assert slimdiffsr.__version__; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
