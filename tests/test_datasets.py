@@ -156,6 +156,18 @@ def test_shipped_split_matches_the_data_readme() -> None:
     split = load_split(SPLIT)
     assert all(p.is_file() for p in split.train + split.val)
     val_names = {p.parent.name for p in split.val}
-    assert val_names == {"TEAK", "naip"}
+    assert val_names == {"TEAK", "naip", "landsat8"}
     assert not any("TEAK" in p.as_posix() for p in split.train)
+    # landsat8: training tiles and the held-back validation strip never overlap (rows 0-1599 vs
+    # 1604-1859 of the scene)
+    import rasterio
+
+    def rows(p: Path) -> tuple[float, float]:
+        with rasterio.open(p) as src:
+            return src.bounds.bottom, src.bounds.top
+
+    l8_train = [rows(p) for p in split.train if p.parent.name == "landsat8"]
+    l8_val = [rows(p) for p in split.val if p.parent.name == "landsat8"]
+    assert len(l8_train) >= 10 and len(l8_val) == 7
+    assert min(b for b, _ in l8_train) > max(t for _, t in l8_val)
     assert {p.name[-12:-8] for p in split.val if p.parent.name == "naip"} == {"2019", "2020"}

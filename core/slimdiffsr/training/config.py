@@ -49,6 +49,7 @@ class DistillConfig:
     student_preset: str = "nano"
     student_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {no_qgam: true}
     init_autoencoder: str | None = None  # folder with taef2_encoder.pth / taef2_decoder.pth
+    init_student: str | None = None  # a model file (.safetensors) to fine-tune from
     model_name: str | None = None  # default: slimdiffsr-{preset}-x{scale}
     model_description: str = ""
     model_license: str = "MIT"

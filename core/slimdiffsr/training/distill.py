@@ -359,6 +359,12 @@ class DistillRun:
         if cfg.init_autoencoder:
             n = _init_autoencoder(student, cfg.init_autoencoder)
             log.info("initialised %d autoencoder tensors from %s", n, cfg.init_autoencoder)
+        if cfg.init_student:
+            from slimdiffsr.models.card import load_model_file
+
+            state, _ = load_model_file(cfg.init_student)
+            student.load_state_dict(state, strict=True)
+            log.info("initialised the student from %s", cfg.init_student)
         adapters = self._make_adapters(student) if self.teacher is not None else None
         self.module = DistillModule(student, adapters)
         frozen = _freeze_unused(
@@ -434,6 +440,8 @@ class DistillRun:
             raise FileNotFoundError(f"dino_weights file not found: {cfg.dino_weights}")
         if cfg.lpips_weights is not None and not Path(cfg.lpips_weights).is_file():
             raise FileNotFoundError(f"lpips_weights file not found: {cfg.lpips_weights}")
+        if cfg.init_student is not None and not Path(cfg.init_student).is_file():
+            raise FileNotFoundError(f"init_student file not found: {cfg.init_student}")
         if cfg.init_autoencoder is not None and not Path(cfg.init_autoencoder).is_dir():
             raise FileNotFoundError(f"init_autoencoder folder not found: {cfg.init_autoencoder}")
         if cfg.resume_from_checkpoint is None and list_checkpoints(cfg.output_dir):
@@ -648,6 +656,7 @@ class DistillRun:
             },
             "student_preset": cfg.student_preset,
             "init_autoencoder": cfg.init_autoencoder,
+            "init_student": cfg.init_student,
             "train_images": len(self.train_files),
             "seed": cfg.seed,
         }
