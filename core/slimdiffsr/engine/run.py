@@ -1,8 +1,8 @@
 """Super-resolve a georeferenced raster of any size: ``upscale()`` and the reusable ``Upscaler``.
 
 ``Upscaler`` holds a loaded model and the tiling/device settings; ``run()`` processes one raster
-(see ``engine.job`` for the loop). ``upscale()`` is the one-call form with the same parameters,
-used by the CLI, the QGIS worker and the tests.
+(``engine.plan`` decides, ``engine.loop`` runs the tiles, ``engine.writer`` writes). ``upscale()``
+is the one-call form with the same parameters, used by the CLI, the QGIS worker and the tests.
 
 Callers report progress and cancel through two callables (the dzetsaka ``FeedbackProtocol``
 shape): ``progress(done, total, message)`` after each batch and ``cancel() -> bool`` before it.
@@ -20,18 +20,19 @@ import numpy as np
 import torch
 
 from slimdiffsr.contract import ValueContract
-from slimdiffsr.engine.job import (
-    GDAL_CACHE_MB,
+from slimdiffsr.engine.loop import GDAL_CACHE_MB, Job, UpscaleResult
+from slimdiffsr.engine.plan import (
     QA_THRESHOLD,
     CancelFn,
-    Job,
     ProgressFn,
-    UpscaleResult,
-    fill_invalid,
+    RunOptions,
+    model_band_count,
     resolve_contract,
     select_bands,
 )
+from slimdiffsr.engine.qa import enforce_lr_consistency
 from slimdiffsr.engine.tiling import DEFAULT_MARGIN, DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling
+from slimdiffsr.engine.writer import fill_invalid
 from slimdiffsr.errors import DeviceError, InputError, ModelError, OutOfMemoryError
 
 __all__ = [
@@ -157,6 +158,7 @@ class Upscaler:
         self.card = card
         self.model_name = card.name if card is not None else type(self.model).__name__
         self.model_hash = str(getattr(self.model, "model_hash", "unknown"))
+        self.in_bands = model_band_count(self.model)
 
     # -- the model step (also what the benchmark times bare) -------------------------------------
     def forward(self, lr: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -181,6 +183,26 @@ class Upscaler:
             if "out of memory" in str(e).lower():
                 raise OutOfMemoryError(f"{e}; lower --batch-size or --tile") from e
             raise
+
+    def predict(self, x: np.ndarray, halo: int, size: tuple[int, int]) -> np.ndarray:
+        """LR tiles with halo in model units (B, C, h, w) -> their HR cores as float32 numpy.
+
+        The model step as the tile loop sees it: forward, LR consistency if enabled, then the
+        halo cropped off, so ``size`` (th, tw) LR pixels come back as (s*th, s*tw).
+        """
+        s = self.scale
+        sr = self.forward(x)
+        if sr.shape[-2:] != (x.shape[-2] * s, x.shape[-1] * s) or sr.shape[1] != x.shape[1]:
+            raise ModelError(
+                f"model returned {tuple(sr.shape)} for input {tuple(x.shape)} at scale x{s}"
+            )
+        with torch.inference_mode():
+            if self.consistency:
+                lr = torch.from_numpy(np.ascontiguousarray(x)).to(sr.device)
+                sr = enforce_lr_consistency(sr, lr, s, self.consistency_iterations)
+            th, tw = size
+            core = sr[:, :, halo * s : (halo + th) * s, halo * s : (halo + tw) * s]
+            return core.float().cpu().numpy()
 
     def run(
         self,
@@ -207,11 +229,8 @@ class Upscaler:
         if feedback is not None:
             progress = progress or feedback.progress
             cancel = cancel or feedback.cancel
-        job = Job(
-            self,
-            Path(input),
-            Path(output),
-            bands=list(bands) if bands else None,
+        options = RunOptions(
+            bands=tuple(bands) if bands else None,
             roi_window=roi_window,
             roi_bounds=roi_bounds,
             roi_crs=roi_crs,
@@ -226,6 +245,7 @@ class Upscaler:
             progress=progress,
             cancel=cancel,
         )
+        job = Job(self, Path(input), Path(output), options)
         return job.execute()
 
 

@@ -1,0 +1,517 @@
+"""One run of the engine: the tile loop, writing finished rows, QA, finishing the files.
+
+The loop, per column chunk and in row-major tile order: read a tile's LR window with its halo
+(mirrored at the raster edge), fill nodata from valid neighbours, map values to model units with
+the plan's value contract, run a batch through the model step, and add each tile's HR core times
+its blending weight to a strip of output rows. When a tile row is done, the output blocks no
+later tile touches are converted back to raster values, masked, written and measured (QA).
+Memory is bounded by the strip (``memory_mb``), the batch and GDAL's block cache.
+
+The model step is whatever ``engine`` object is passed in (``run.Upscaler`` for torch): the loop
+only calls its ``predict(x, halo, (h, w))`` on numpy arrays, so this module never imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioIOError
+
+from slimdiffsr import __version__
+from slimdiffsr.engine import raster_io as rio_io
+from slimdiffsr.engine.blend import StripAccumulator
+from slimdiffsr.engine.manifest import Manifest, settings_key
+from slimdiffsr.engine.plan import RunOptions, make_plan
+from slimdiffsr.engine.qa import (
+    ConsistencyStats,
+    SeamStats,
+    consistency_map,
+    window_sums,
+    write_json_atomic,
+)
+from slimdiffsr.engine.tiling import Tile, Window, aligned_end
+from slimdiffsr.engine.writer import Writer, fill_invalid
+from slimdiffsr.errors import (
+    CancelledError,
+    DiskSpaceError,
+    InputError,
+    OutOfMemoryError,
+    OutputExistsError,
+)
+
+GDAL_CACHE_MB = 128  # GDAL's block cache (input and output blocks) during a run
+WRITE_COLS = 2048  # HR columns converted and written at a time (bounds the temporaries)
+
+
+class Engine(Protocol):
+    """What the loop needs from a loaded model (``run.Upscaler`` is the torch one)."""
+
+    card: Any
+    in_bands: int | None
+    scale: int
+    halo: int
+    tile: int
+    overlap: int
+    margin: int
+    batch_size: int
+    memory_mb: int
+    precision: str
+    consistency: bool
+    consistency_iterations: int
+    model_name: str
+    model_hash: str
+    device: Any
+
+    def predict(self, x: np.ndarray, halo: int, size: tuple[int, int]) -> np.ndarray:
+        """(B, C, h, w) model units -> the HR cores (B, C, s*size[0], s*size[1]), float32."""
+        ...
+
+
+# -- results -----------------------------------------------------------------------------------
+@dataclass
+class UpscaleResult:
+    """Where the output went, and a summary (sizes, CRS, timing, consistency, seams)."""
+
+    output: Path
+    qa_output: Path | None
+    qa_json: Path | None
+    summary: dict[str, Any]
+
+    def summary_line(self) -> str:
+        s = self.summary
+        w, h = s["input_size"]
+        W, H = s["output_size"]
+        mc, n = s.get("mean_consistency"), s["tiles_computed"]
+        cons = (
+            f"mean |down(SR)-LR| {mc:.3g}"
+            if mc is not None and math.isfinite(mc)
+            else "no valid pixels"
+        )
+        return (
+            f"{w}x{h} -> {W}x{H} px, {len(s['bands'])} bands {s['dtype']}, {s['crs']}, "
+            f"x{s['scale']} {s['model']}, {n} tile{'' if n == 1 else 's'} in {s['time_s']:.1f} s "
+            f"({s['tiles_per_s']:.2f} tiles/s), {cons}"
+        )
+
+
+# -- one job -----------------------------------------------------------------------------------
+class Job:
+    """State of one run: input, plan, output files, statistics. Use :meth:`execute` once."""
+
+    def __init__(self, up: Engine, inp: Path, out: Path, options: RunOptions) -> None:
+        self.up = up
+        self.inp, self.out = inp, out
+        self.o = options
+        self.partial = rio_io.partial_path(out)
+        self.manifest_path = rio_io.partial_path(out, ".partial.json")
+        self.qa_out = out.with_name(f"{out.stem}_qa.tif") if options.qa else None
+        self.qa_json = out.with_name(f"{out.stem}_qa.json") if options.qa else None
+        self.qa_partial = rio_io.partial_path(self.qa_out) if self.qa_out else None
+        self.cog_partial = rio_io.partial_path(out, ".cog.tif")
+        self._weights: dict[tuple[int, int], np.ndarray] = {}
+
+    # -- checks before any work --------------------------------------------------------------
+    def _check_paths(self) -> None:
+        if not self.inp.exists():
+            raise InputError(f"input not found: {self.inp}")
+        targets = [self.out] + ([self.qa_out, self.qa_json] if self.qa_out else [])
+        for t in targets:
+            if t.resolve() == self.inp.resolve():
+                raise OutputExistsError(f"refusing to overwrite the input {self.inp}")
+            if t.exists() and not self.o.overwrite:
+                raise OutputExistsError(f"{t} exists; pass overwrite (--overwrite) to replace it")
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DiskSpaceError(f"cannot create the output folder {self.out.parent}: {e}") from e
+
+    def _report(self, done: int, total: int, message: str) -> None:
+        if self.o.progress is not None:
+            self.o.progress(done, total, message)
+
+    def _check_cancel(self) -> None:
+        if self.o.cancel is not None and self.o.cancel():
+            raise CancelledError("cancelled")
+
+    # -- per tile ----------------------------------------------------------------------------
+    def _prepare(self, src: Any, tile: Tile) -> np.ndarray | None:
+        """LR tile with halo in model units (C, h, w); None when its core has no valid pixel."""
+        p, h = self.plan, self.up.halo
+        data, valid = rio_io.read_padded(src, p.bands, tile.read_window(h))
+        th, tw = tile.window.shape
+        if not valid[h : h + th, h : h + tw].any():
+            return None
+        if not valid.all():
+            data = fill_invalid(data, valid, p.fill_values, iterations=h)
+        return p.contract.to_model(data)
+
+    def _weight(self, tile: Tile) -> np.ndarray:
+        """The tile's 2D blending weight (HR). Interior tiles share a handful of profiles."""
+        wr, wc = self.plan.grid.row_weight(tile.row), self.plan.grid.col_weight(tile.col)
+        key = (hash(wr.tobytes()), hash(wc.tobytes()))
+        w = self._weights.get(key)
+        if w is None:
+            if len(self._weights) > 64:
+                self._weights.clear()
+            w = np.outer(wr, wc).astype(np.float32)
+            self._weights[key] = w
+        return w
+
+    def _run_batch(
+        self, tiles: list[Tile], prepared: list[np.ndarray | None]
+    ) -> dict[Tile, np.ndarray]:
+        """The model step on the non-empty tiles: each one's HR core (C, sh, sw)."""
+        idx = [i for i, p in enumerate(prepared) if p is not None]
+        if not idx:
+            return {}
+        x = np.stack([prepared[i] for i in idx])
+        cores = self.up.predict(x, self.up.halo, tiles[idx[0]].window.shape)
+        return {tiles[i]: cores[j] for j, i in enumerate(idx)}
+
+    # -- writing finished rows ---------------------------------------------------------------
+    def _write_piece(
+        self, src: Any, dst: Any, qa_dst: Any, chunk: int, x0: int, y0: int, data: np.ndarray
+    ) -> None:
+        """Convert finished rows (model units) to raster values, mask, write, update the QA."""
+        p, s = self.plan, self.up.scale
+        _, hh, ww = data.shape
+        lr_win = Window(p.region.row_off + y0 // s, p.region.col_off + x0 // s, hh // s, ww // s)
+        lr, valid_lr = rio_io.read_region(src, p.bands, lr_win)
+        out = self.writer.to_dn(data)
+        valid = None if valid_lr.all() else np.repeat(np.repeat(valid_lr, s, axis=0), s, axis=1)
+        self.writer.write(dst, out, valid, rio_io.to_rio(Window(y0, x0, hh, ww)))
+        self._qa_rows(chunk, out, lr, valid_lr, y0, x0, qa_dst, valid)
+
+    def _qa_rows(
+        self,
+        chunk: int,
+        out: np.ndarray,
+        lr: np.ndarray,
+        valid_lr: np.ndarray,
+        y0: int,
+        x0: int,
+        qa_dst: Any,
+        valid: np.ndarray | None,
+    ) -> None:
+        """Consistency map, its statistics, per-tile sums and seam statistics for written rows."""
+        s, C = self.up.scale, self.plan.C
+        diff = consistency_map(out, lr, s, None if valid_lr.all() else valid_lr)
+        self.cons_stats.update(diff)
+        ly0, lx0 = y0 // s, x0 // s
+        if qa_dst is not None:
+            win = Window(ly0, lx0, diff.shape[1], diff.shape[2])
+            qa_dst.write(diff, window=rio_io.to_rio(win))
+        self.seam_stats.update(out, y0, x0, valid)
+        # per-tile sums over the tiles' cores (LR, region-relative)
+        grid, (_, h, w) = self.plan.grid, diff.shape
+        keys, wins = [], []
+        for r, rs in enumerate(grid.row_starts):
+            r0, r1 = max(rs, ly0), min(rs + grid.tile_height, ly0 + h)
+            if r1 <= r0:
+                continue
+            for c in self.plan.chunks[chunk].cols:
+                cs = grid.col_starts[c]
+                c0, c1 = max(cs, lx0), min(cs + grid.tile_width, lx0 + w)
+                if c1 <= c0:
+                    continue
+                keys.append((r, c))
+                wins.append((r0 - ly0, r1 - ly0, c0 - lx0, c1 - lx0))
+        for (r, c), (sums, n) in zip(keys, window_sums(diff, wins)):
+            key = self.manifest.tile_key(chunk, grid.tile_at(r, c).window.key())
+            if key in self.manifest.tiles:
+                continue
+            acc = self.tile_acc.setdefault(key, [0.0] * (C + 1))
+            for b in range(C):
+                acc[b] += sums[b]
+            acc[C] += n
+
+    def _qa_from_partial(self, src: Any, dst: Any) -> None:
+        """On resume: QA of the rows already on disk, read back from the partial (no model)."""
+        p, s = self.plan, self.up.scale
+        for ch in p.chunks:
+            done = self.manifest.rows(ch.index)
+            for y0 in range(0, done, p.block):
+                hh = min(p.block, done - y0)
+                win = Window(y0, ch.x0, hh, ch.x1 - ch.x0)
+                out = dst.read(list(range(1, p.C + 1)), window=rio_io.to_rio(win))
+                lr_win = Window(
+                    p.region.row_off + y0 // s,
+                    p.region.col_off + ch.x0 // s,
+                    hh // s,
+                    win.width // s,
+                )
+                lr, valid_lr = rio_io.read_region(src, p.bands, lr_win)
+                valid = None
+                if not valid_lr.all():
+                    valid = np.repeat(np.repeat(valid_lr, s, axis=0), s, axis=1)
+                self._qa_rows(ch.index, out, lr, valid_lr, y0, ch.x0, None, valid)
+
+    # -- main --------------------------------------------------------------------------------
+    def execute(self) -> UpscaleResult:
+        t0 = time.perf_counter()
+        self._check_paths()
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rio_io.open_input(self.inp) as src:
+            self.plan = plan = make_plan(src, self.inp, self.out, self.up, self.o)
+            self.writer = Writer(plan)
+            key = settings_key(plan.settings)
+            manifest = None
+            if self.o.resume and self.partial.exists():
+                manifest = Manifest.load(self.manifest_path, key)
+                if manifest is None:
+                    warnings.warn(
+                        f"{self.partial.name} was made with other settings; starting over",
+                        UserWarning,
+                        stacklevel=3,
+                    )
+            if manifest is None or (self.qa_partial and not self.qa_partial.exists()):
+                rio_io.remove_quietly(self.partial, self.manifest_path)
+                if self.qa_partial:
+                    rio_io.remove_quietly(self.qa_partial)
+                manifest = Manifest(self.manifest_path, key, plan.settings)
+            self.manifest = manifest
+            self.cons_stats = ConsistencyStats(plan.value_range)
+            self.seam_stats = SeamStats(*plan.grid.tile_borders())
+            self.tile_acc: dict[str, list[float]] = {}
+            self.counts = {"computed": 0, "skipped": 0, "reused": 0}
+            dst = qa_dst = None
+            ok = False
+            try:
+                resuming = bool(manifest.rows_done)
+                try:
+                    if resuming:
+                        dst = rasterio.open(self.partial, "r+")
+                    else:
+                        dst = rasterio.open(self.partial, "w", **plan.profile)
+                        dst.update_tags(**plan.tags)
+                        rio_io.apply_band_meta(dst, plan.meta, plan.alpha)
+                    if self.qa_partial is not None:
+                        if resuming:
+                            qa_dst = rasterio.open(self.qa_partial, "r+")
+                        else:
+                            qa_prof = rio_io.qa_profile(
+                                src,
+                                region=plan.region,
+                                count=plan.C,
+                                block=plan.block // self.up.scale,
+                            )
+                            qa_dst = rasterio.open(self.qa_partial, "w", **qa_prof)
+                            qa_dst.update_tags(
+                                SLIMDIFFSR_QA="|down(SR) - LR| per band, input units"
+                            )
+                except RasterioIOError as e:
+                    raise DiskSpaceError(f"cannot write {self.partial}: {e}") from e
+                if resuming:
+                    self._qa_from_partial(src, dst)
+                self._loop(src, dst, qa_dst)
+                ok = True
+            except RasterioIOError as e:
+                raise DiskSpaceError(f"writing {self.partial} failed: {e}") from e
+            except MemoryError as e:
+                if isinstance(e, OutOfMemoryError):
+                    raise
+                raise OutOfMemoryError(
+                    "out of memory; lower memory_mb (--memory-mb), --tile or --batch-size"
+                ) from e
+            finally:
+                closed = True
+                for d in (dst, qa_dst):
+                    if d is not None:
+                        try:
+                            d.close()
+                        except Exception:  # noqa: BLE001 - a failed close means a broken partial
+                            closed = False
+                if not ok:
+                    if self.o.resume and closed and manifest.rows_done:
+                        manifest.save()
+                    else:
+                        self._cleanup()
+            return self._finish(t0)
+
+    def _loop(self, src: Any, dst: Any, qa_dst: Any) -> None:
+        p, s, man = self.plan, self.up.scale, self.manifest
+        grid = p.grid
+        n_rows = grid.shape[0]
+        total = sum(n_rows * len(ch.cols) for ch in p.chunks)
+        done = 0
+        self._report(0, total, "starting")
+        for ch in p.chunks:
+            y_done = man.rows(ch.index)
+            todo: list[Tile] = []
+            for r in range(n_rows):
+                bottom = (grid.row_starts[r] + grid.tile_height) * s
+                for c in ch.cols:
+                    if bottom <= y_done:  # finished in an earlier run: never recomputed
+                        self.counts["reused"] += 1
+                        done += 1
+                    else:
+                        todo.append(grid.tile_at(r, c))
+            if not todo:
+                continue
+            strip = StripAccumulator(p.C, ch.x0, ch.x1, y_done, p.strip_rows, p.block)
+            last_col = ch.cols[-1]
+            for i in range(0, len(todo), self.up.batch_size):
+                self._check_cancel()
+                batch = todo[i : i + self.up.batch_size]
+                results = self._run_batch(batch, [self._prepare(src, t) for t in batch])
+                for t in batch:
+                    if t in results:
+                        strip.add(grid.hr_window(t), results.pop(t), self._weight(t))
+                        self.counts["computed"] += 1
+                    else:
+                        self.counts["skipped"] += 1
+                    done += 1
+                    if t.col == last_col:
+                        self._finalize_rows(src, dst, qa_dst, ch.index, strip, t.row)
+                self._report(done, total, f"tile row {batch[-1].row + 1}/{n_rows}")
+
+    def _finalize_rows(
+        self, src: Any, dst: Any, qa_dst: Any, chunk: int, strip: StripAccumulator, row: int
+    ) -> None:
+        """Write the block rows no later tile touches; record finished tiles in the manifest.
+
+        Written block by block and in pieces of ``WRITE_COLS`` columns, so the conversion's
+        temporaries stay small however wide the chunk is.
+        """
+        p = self.plan
+        hr_h = p.grid.hr_shape()[0]
+        y0 = strip.y0
+        y_end = aligned_end(p.grid.row_final_after(row), y0, p.block, hr_h)
+        if y_end <= y0:
+            return
+        piece = max(p.block, WRITE_COLS // p.block * p.block)
+        for y in range(y0, y_end, p.block):
+            rows = strip.rows(y, min(y + p.block, y_end))
+            for x in range(strip.x0, strip.x1, piece):
+                x_end = min(x + piece, strip.x1)
+                part = rows[:, :, x - strip.x0 : x_end - strip.x0]
+                self._write_piece(src, dst, qa_dst, chunk, x, y, part)
+        strip.release(y_end)
+        self.manifest.rows_done[chunk] = y_end
+        s = self.up.scale
+        prefix = f"{chunk}:"
+        for r, rs in enumerate(p.grid.row_starts):
+            if (rs + p.grid.tile_height) * s > y_end:
+                break
+            for c in p.chunks[chunk].cols:
+                key = prefix + p.grid.tile_at(r, c).window.key()
+                if key not in self.manifest.tiles:
+                    self.manifest.tiles[key] = self.tile_acc.pop(key, [0.0] * (p.C + 1))
+
+    def _cleanup(self) -> None:
+        rio_io.remove_quietly(self.partial, self.manifest_path, self.cog_partial)
+        if self.qa_partial:
+            rio_io.remove_quietly(self.qa_partial)
+
+    def _finish(self, t0: float) -> UpscaleResult:
+        p = self.plan
+        try:
+            if self.o.cog:
+                resampling = (
+                    "NEAREST" if p.out_dtype != "float32" and p.nodata is None else "AVERAGE"
+                )
+                rio_io.write_cog(self.partial, self.cog_partial, self.o.compress, resampling)
+                rio_io.remove_quietly(self.partial)
+                rio_io.replace_atomic(self.cog_partial, self.out)
+            else:
+                rio_io.replace_atomic(self.partial, self.out)
+            if self.qa_partial is not None and self.qa_out is not None:
+                rio_io.replace_atomic(self.qa_partial, self.qa_out)
+        except (OSError, RasterioIOError) as e:
+            self._cleanup()
+            raise DiskSpaceError(f"could not finish {self.out}: {e}") from e
+        rio_io.remove_quietly(self.manifest_path)
+        elapsed = time.perf_counter() - t0
+        summary = self._summary(elapsed)
+        if self.qa_json is not None:
+            write_json_atomic(self.qa_json, self._qa_report(summary))
+        return UpscaleResult(self.out, self.qa_out, self.qa_json, summary)
+
+    def _tile_flags(self) -> tuple[int, int]:
+        """Tiles whose mean consistency exceeds the threshold (fraction of the value range)."""
+        C = self.plan.C
+        merged: dict[str, list[float]] = {}
+        for key, acc in self.manifest.tiles.items():
+            m = merged.setdefault(key.split(":", 1)[1], [0.0] * (C + 1))
+            for i, v in enumerate(acc):
+                m[i] += v
+        flagged = total = 0
+        for acc in merged.values():
+            n = acc[C]
+            if n <= 0:  # no valid pixel: skipped as nodata
+                continue
+            total += 1
+            rel = np.asarray(acc[:C]) / n / self.plan.value_range
+            flagged += int(float(rel.mean()) > self.o.qa_threshold)
+        return flagged, total
+
+    def _summary(self, elapsed: float) -> dict[str, Any]:
+        up, p = self.up, self.plan
+        r = p.region
+        crs = p.profile["crs"]
+        crs_text = "no CRS"
+        if crs is not None:
+            epsg = crs.to_epsg()
+            crs_text = f"EPSG:{epsg}" if epsg else (crs.to_string()[:60])
+        cons = self.cons_stats.summary()
+        flagged, n_tiles = self._tile_flags()
+        computed = self.counts["computed"]
+        return {
+            "input": str(self.inp),
+            "output": str(self.out),
+            "qa_output": str(self.qa_out) if self.qa_out else None,
+            "model": up.model_name,
+            "model_hash": up.model_hash,
+            "scale": up.scale,
+            "bands": p.bands,
+            "dtype": p.out_dtype,
+            "input_size": [r.width, r.height],
+            "output_size": [p.profile["width"], p.profile["height"]],
+            "roi": [r.col_off, r.row_off, r.width, r.height],
+            "crs": crs_text,
+            "value_contract": p.contract.describe(),
+            "device": str(up.device),
+            "precision": up.precision,
+            "tile": up.tile,
+            "overlap": up.overlap,
+            "halo": up.halo,
+            "tiles": computed + self.counts["skipped"] + self.counts["reused"],
+            "tiles_computed": computed,
+            "tiles_skipped_nodata": self.counts["skipped"],
+            "tiles_reused": self.counts["reused"],
+            "time_s": elapsed,
+            "tiles_per_s": computed / elapsed if elapsed > 0 else 0.0,
+            "mean_consistency": cons["mean"],
+            "consistency_per_band": [b["mean"] for b in cons["per_band"]],
+            "tiles_flagged_fraction": flagged / n_tiles if n_tiles else 0.0,
+            "seam_ratio": self.seam_stats.summary()["ratio"],
+        }
+
+    def _qa_report(self, summary: dict[str, Any]) -> dict[str, Any]:
+        flagged, n_tiles = self._tile_flags()
+        return {
+            "slimdiffsr_version": __version__,
+            "output": str(self.out),
+            "qa_output": str(self.qa_out),
+            "definition": "|mean over each scale x scale block of SR - LR|, per band, input units",
+            "model": summary["model"],
+            "model_hash": summary["model_hash"],
+            "scale": summary["scale"],
+            "bands": self.plan.bands,
+            "value_contract": self.plan.contract.to_dict(),
+            "consistency": self.cons_stats.summary(),
+            "tiles": {
+                "total": n_tiles,
+                "flagged": flagged,
+                "fraction_flagged": flagged / n_tiles if n_tiles else 0.0,
+                "threshold_fraction_of_range": self.o.qa_threshold,
+            },
+            "seams": self.seam_stats.summary(),
+            "lr_consistency_enforced": self.up.consistency,
+        }
