@@ -10,6 +10,8 @@ Stdlib only: the worker imports this before torch.
 
 from __future__ import annotations
 
+import errno
+
 
 class SlimDiffSRError(Exception):
     """Root of all deliberate SlimDiffSR errors."""
@@ -57,8 +59,59 @@ class CancelledError(SlimDiffSRError):
     kind = "cancelled"
 
 
+class OutputBusyError(InputError):
+    """Another live run holds the output's lock; this run is refused before it writes anything."""
+
+
 class GeographicCRSWarning(UserWarning):
     """The raster is in degrees: its pixels are not square on the ground."""
+
+
+# -- classifying failures that are not ours (OS, allocator, GDAL) --------------------------------
+_MEMORY_TEXT = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "not enough memory",
+    "bad_alloc",
+    "failed to allocate",
+)
+_DISK_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
+if hasattr(errno, "EDQUOT"):
+    _DISK_ERRNOS.add(errno.EDQUOT)
+
+
+def error_kind(e: BaseException) -> str | None:
+    """The protocol error kind of a failure the user can act on, or None for a bug.
+
+    Our own errors carry their ``kind``; allocator failures (``MemoryError``, torch's
+    "DefaultCPUAllocator: can't allocate memory") are ``memory``; a full, read-only or forbidden
+    disk is ``disk``; a missing file is ``input``.
+    """
+    if isinstance(e, SlimDiffSRError):
+        return e.kind
+    if isinstance(e, MemoryError):
+        return "memory"
+    text = str(e).lower()
+    if isinstance(e, RuntimeError) and any(t in text for t in _MEMORY_TEXT):
+        return "memory"
+    if isinstance(e, OSError):
+        if e.errno in _DISK_ERRNOS:
+            return "disk"
+        if e.errno in (errno.ENOENT, errno.EISDIR, errno.ENOTDIR):
+            return "input"
+    return None
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line: ``file: reason`` for OS errors, the first line otherwise."""
+    if isinstance(e, OSError) and not isinstance(e, SlimDiffSRError) and e.strerror:
+        where = e.filename if e.filename is not None else ""
+        return f"{where}: {e.strerror}" if where else e.strerror
+    text = str(e).strip() or type(e).__name__
+    if isinstance(e, RuntimeError) and error_kind(e) == "memory":
+        text = "out of memory: " + text.splitlines()[0]
+    return " ".join(text.split())[:1000]
 
 
 __all__ = [
@@ -69,6 +122,9 @@ __all__ = [
     "InputError",
     "ModelError",
     "OutOfMemoryError",
+    "OutputBusyError",
     "OutputExistsError",
     "SlimDiffSRError",
+    "error_kind",
+    "one_line",
 ]

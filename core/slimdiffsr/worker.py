@@ -11,6 +11,7 @@ pointed at stderr, so stray prints (ours or a C library's) land in the log, not 
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import queue
@@ -19,13 +20,16 @@ import sys
 import threading
 import traceback
 import warnings
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from slimdiffsr import __version__
 from slimdiffsr import protocol as P
-from slimdiffsr.errors import SlimDiffSRError
+from slimdiffsr.errors import CancelledError, error_kind, one_line
 
 _STOP = object()  # queued on EOF, SIGTERM or shutdown
+_IDLE = object()  # Worker.running when no request runs
+_TOO_LONG = b"\x00too long"  # stands for a line over MAX_LINE_BYTES (never a real line)
 
 
 class _Channel:
@@ -43,38 +47,92 @@ class _Channel:
 
 
 class Worker:
-    """Reads requests, runs them one at a time, answers on the channel."""
+    """Reads requests, runs them one at a time, answers on the channel.
 
-    def __init__(self, channel: _Channel, stdin: TextIO) -> None:
+    The reader thread never dies on bad input: every line it cannot use (too long, too deep, not
+    JSON, wrong types) is answered with an ``input`` error and reading goes on, so ``shutdown``
+    and EOF always work. A ``cancel`` names the job it stops; one for an unknown or finished id is
+    a no-op, one without an id stops the running job (if any).
+    """
+
+    def __init__(self, channel: _Channel, stdin: Any) -> None:
         self.out = channel
         self.stdin = stdin
         self.requests: queue.Queue[Any] = queue.Queue()
-        self.cancel_all = threading.Event()  # EOF / SIGTERM: cancel whatever runs
-        self.cancelled: set[Any] = set()  # ids whose cancel arrived
+        self.cancel_all = threading.Event()  # EOF / SIGTERM / shutdown: cancel whatever runs
+        self.cancelled: set[Any] = set()  # ids (running or queued) whose cancel arrived
+        self.queued: set[Any] = set()  # ids of requests read but not finished
+        self.running: Any = _IDLE
         self.lock = threading.Lock()
 
     # -- reader thread -----------------------------------------------------------------------
+    def lines(self) -> Iterator[bytes]:
+        """Lines of stdin as bytes, each at most ``MAX_LINE_BYTES`` (longer ones: ``_TOO_LONG``)."""
+        stream = getattr(self.stdin, "buffer", self.stdin)
+        limit = P.MAX_LINE_BYTES
+        while True:
+            line = stream.readline(limit + 1)
+            if not line:
+                return
+            if isinstance(line, str):
+                line = line.encode("utf-8", errors="replace")
+            if len(line) > limit and not line.endswith(b"\n"):
+                while line and not line.endswith(b"\n"):  # skip the rest of the long line
+                    line = stream.readline(limit + 1)
+                yield _TOO_LONG
+                continue
+            yield line
+
     def read_loop(self) -> None:
         try:
-            for line in self.stdin:
-                if not line.strip():
-                    continue
+            for line in self.lines():
                 try:
-                    msg = P.decode(line)
-                except P.ProtocolError as e:
-                    self.out.send(P.error(None, P.ERROR_INPUT, str(e)))
-                    continue
-                if msg["type"] == P.CANCEL:
-                    with self.lock:
-                        self.cancelled.add(msg.get("id"))
-                    continue
-                self.requests.put(msg)
+                    self.take(line)
+                except Exception as e:  # noqa: BLE001 - the reader must survive anything
+                    self.out.send(P.error(None, P.ERROR_INPUT, f"unreadable request: {e}"[:500]))
         except (OSError, ValueError):
-            pass
-        self.stop()
+            pass  # stdin closed under us: same as EOF
+        finally:
+            self.stop()
+
+    def take(self, line: bytes) -> None:
+        """Handle one raw line: answer errors at once, note cancels, queue the rest."""
+        if line is _TOO_LONG:
+            raise P.ProtocolError(f"line longer than {P.MAX_LINE_BYTES} bytes skipped")
+        if not line.strip():
+            return
+        try:
+            msg = P.validate_request(P.decode(line))
+            if msg["type"] == P.UPSCALE:  # answered now, even while another job runs
+                P.validate_upscale_params(msg.get("params"))
+        except P.ProtocolError as e:
+            rid = None
+            try:
+                rid = P.safe_id(json.loads(line)) if len(line) < 65536 else None
+            except (ValueError, RecursionError):
+                pass
+            self.out.send(P.error(rid, P.ERROR_INPUT, str(e)))
+            return
+        rid = msg.get("id")
+        if msg["type"] == P.CANCEL:
+            with self.lock:
+                if rid is None:
+                    target = self.running
+                    if target is not _IDLE:
+                        self.cancelled.add(target)
+                elif rid in self.queued:
+                    self.cancelled.add(rid)
+            return  # unknown or finished id: nothing to cancel
+        if msg["type"] == P.SHUTDOWN:
+            self.stop()  # cancel the running job; queued requests are answered, then exit 0
+            return
+        with self.lock:
+            if rid is not None:
+                self.queued.add(rid)
+        self.requests.put(msg)
 
     def stop(self, *_: Any) -> None:
-        """EOF on stdin or SIGTERM: cancel the running job, then exit."""
+        """EOF on stdin, SIGTERM or shutdown: cancel the running job, then exit."""
         self.cancel_all.set()
         self.requests.put(_STOP)
 
@@ -82,15 +140,17 @@ class Worker:
         if self.cancel_all.is_set():
             return True
         with self.lock:
-            return rid in self.cancelled or None in self.cancelled
+            return rid in self.cancelled
 
     # -- main loop ---------------------------------------------------------------------------
     def serve(self) -> int:
         while True:
             msg = self.requests.get()
-            if msg is _STOP or msg.get("type") == P.SHUTDOWN:
+            if msg is _STOP:
                 return 0
             rid = msg.get("id")
+            with self.lock:
+                self.running = rid
             try:
                 handler = {P.INFO: self.info, P.MODELS: self.models, P.UPSCALE: self.upscale}.get(
                     msg["type"]
@@ -99,13 +159,16 @@ class Worker:
                     raise P.ProtocolError(
                         f"unknown request type {msg['type']!r}; expected one of {P.REQUEST_TYPES}"
                     )
+                if msg["type"] == P.UPSCALE and self.is_cancelled(rid):
+                    raise CancelledError("cancelled before it started")
                 self.out.send(handler(msg))
             except Exception as e:  # noqa: BLE001 - every failure becomes one error line
                 self.out.send(error_message(rid, e))
             finally:
                 with self.lock:
+                    self.running = _IDLE
                     self.cancelled.discard(rid)
-                    self.cancelled.discard(None)
+                    self.queued.discard(rid)
 
     # -- requests ----------------------------------------------------------------------------
     def info(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -189,21 +252,11 @@ class Worker:
 
 def error_message(rid: Any, e: BaseException) -> dict[str, Any]:
     """An exception -> a protocol error line with the right kind (traceback only for bugs)."""
-    import errno
-
-    if isinstance(e, SlimDiffSRError):
-        return P.error(rid, e.kind, str(e))
     if isinstance(e, P.ProtocolError):
         return P.error(rid, P.ERROR_INPUT, str(e))
-    if isinstance(e, MemoryError):
-        return P.error(rid, P.ERROR_MEMORY, str(e) or "out of memory")
-    if isinstance(e, OSError) and e.errno in (
-        errno.ENOSPC,
-        errno.EACCES,
-        errno.EROFS,
-        errno.EDQUOT,
-    ):
-        return P.error(rid, P.ERROR_DISK, str(e))
+    kind = error_kind(e)
+    if kind is not None:
+        return P.error(rid, kind, one_line(e))
     tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
     print(tb, file=sys.stderr, flush=True)
     return P.error(rid, P.ERROR_INTERNAL, f"{type(e).__name__}: {e}", traceback=tb)
