@@ -18,6 +18,19 @@ def shared_data() -> Path:
     return DATA
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch intra-op thread for a module's in-process model runs (two threads on two shared
+    cores thrash); the previous count is restored afterwards. Use as
+    ``pytestmark = pytest.mark.usefixtures("one_thread")`` or as a test argument."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _no_leaked_grad_mode():
     """Fail a test that leaves autograd disabled: global torch state must not leak."""

@@ -24,7 +24,13 @@ RULES: dict[Path, tuple[str, ...]] = {
     ROOT / "qgis_plugin": ("torch", "rasterio", "slimdiffsr", "diffusers", "numpy"),
     ROOT / "training": ("slimdiffsr.engine", "slimdiffsr.worker", "qgis", "qgis_plugin"),
 }
-STDLIB_ONLY = [PKG / "protocol.py", PKG / "contract.py"]
+# Light modules: besides the standard library, each may import only what is listed (checked for
+# every import in the file, also those inside functions).
+LIGHT: dict[Path, tuple[str, ...]] = {
+    PKG / "protocol.py": (),  # the plugin imports it inside QGIS's Python (symlinked there)
+    PKG / "errors.py": (),  # the worker imports it before torch
+    PKG / "contract.py": ("numpy", "slimdiffsr.errors"),  # value mapping on arrays, no torch
+}
 
 
 def imports(path: Path) -> list[str]:
@@ -56,19 +62,26 @@ def test_import_direction(folder: Path) -> None:
     assert violations(folder, RULES[folder]) == []
 
 
-def test_protocol_is_stdlib_only() -> None:
-    """The plugin imports protocol.py inside QGIS's Python: no third-party modules there."""
+@pytest.mark.parametrize("path", list(LIGHT), ids=lambda p: p.name)
+def test_light_modules_import_only_what_they_may(path: Path) -> None:
     import sys
 
-    path = STDLIB_ONLY[0]
-    if not path.exists():
-        pytest.skip("protocol.py not present")
-    third_party = [
+    allowed = LIGHT[path]
+    extra = [
         n
         for n in imports(path)
-        if n.split(".")[0] not in sys.stdlib_module_names and n != "__future__"
+        if n.split(".")[0] not in sys.stdlib_module_names
+        and n != "__future__"
+        and not any(n == a or n.startswith(a + ".") for a in allowed)
     ]
-    assert third_party == []
+    assert extra == [], f"{path.name} may import only the stdlib and {allowed}"
+
+
+def test_light_module_check_can_fail(tmp_path: Path) -> None:
+    """The check above sees function-level imports too (a lazy torch import is still a violation)."""
+    bad = tmp_path / "m.py"
+    bad.write_text("import json\n\ndef f():\n    import numpy\n    from torch import nn\n")
+    assert imports(bad) == ["json", "numpy", "torch"]
 
 
 def test_package_imports_without_torch() -> None:

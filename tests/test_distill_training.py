@@ -47,15 +47,6 @@ def tiny_data(tmp_path: Path) -> dict[str, Path]:
     return out
 
 
-@pytest.fixture()
-def one_thread():
-    """In-process runs: one intra-op thread (two threads on two shared cores thrash)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tiny_overrides(data: dict[str, Path], out: Path, **extra: object) -> list[str]:
     values = {
         "train_data": str(data["train"]),

@@ -163,3 +163,30 @@ def test_y_ycbcr_matches_pyiqa_live() -> None:
         dt, rt = (torch.from_numpy(x)[None].float() for x in (d, r))
         assert psnr(d, r, crop=4) == pytest.approx(float(p(dt, rt)), abs=0.03)
         assert ssim(d, r, crop=4) == pytest.approx(float(s(dt, rt)), abs=1e-5)
+
+
+def test_torch_twin_matches_numpy_psnr() -> None:
+    """``psnr_torch`` (training validation) and ``psnr`` (evaluation) give the same number."""
+    torch = pytest.importorskip("torch")
+    from slimdiffsr.metrics.psnr_ssim import psnr_torch
+
+    rng = np.random.default_rng(3)
+    hr = rng.random((2, 4, 24, 20))
+    sr = np.clip(hr + 0.05 * rng.standard_normal(hr.shape), 0, 1)
+    for crop, y, space in (
+        (0, True, "ycbcr"),
+        (4, True, "ycbcr"),
+        (2, False, "ycbcr"),
+        (4, True, "yiq"),
+    ):
+        want = [psnr(sr[i], hr[i], crop, test_y_channel=y, color_space=space) for i in range(2)]
+        for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
+            got = psnr_torch(torch.from_numpy(sr).to(dtype), torch.from_numpy(hr).to(dtype), crop,
+                             test_y_channel=y, color_space=space)  # fmt: skip
+            assert got.shape == (2,)
+            assert got.tolist() == pytest.approx(want, abs=tol)
+    same = torch.from_numpy(hr).float()
+    assert torch.isinf(psnr_torch(same, same)).all()
+    assert 20 < want[0] < 40  # the noise level above, not a degenerate value
+    with pytest.raises(ValueError):
+        psnr_torch(same, same[..., :8])

@@ -125,6 +125,29 @@ def test_save_load_roundtrip(tmp_path) -> None:
     assert json.loads(card.to_json())["architecture"] == "student"
 
 
+def test_unknown_card_keys_are_logged_with_the_file_name(tmp_path, caplog) -> None:
+    """A card from a newer writer still loads; what this version ignores is said, per file."""
+    from safetensors.torch import load_file, save_file
+
+    from slimdiffsr.models.card import CARD_KEY, FORMAT_KEY, read_card
+
+    m = SlimDiffSRStudent.from_preset("nano", scale=4)
+    path = m.save_model(tmp_path / "m.safetensors")
+    doc = json.loads(read_card(path).to_json()) | {"calibration": {"gain": 1.1}}
+    newer = tmp_path / "newer.safetensors"
+    save_file(load_file(str(path)), str(newer), {CARD_KEY: json.dumps(doc), FORMAT_KEY: "1"})
+    with caplog.at_level("WARNING", logger="slimdiffsr.models.card"):
+        card = read_card(newer)
+    assert card.name == doc["name"] and not hasattr(card, "calibration")
+    assert any(
+        "newer.safetensors" in r.message and "calibration" in r.message for r in caplog.records
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="slimdiffsr.models.card"):
+        read_card(path)
+    assert not caplog.records  # a card this version wrote has no unknown keys
+
+
 def test_init_from_tiny_sd_unet(tmp_path) -> None:
     """Retained modules copy pretrained weights through the real from_pretrained path."""
     from diffusers import UNet2DConditionModel

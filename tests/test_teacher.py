@@ -31,13 +31,7 @@ from slimdiffsr.models.teacher import (
 )
 from slimdiffsr.models.timestep import per_image_sigma, sigma_to_timestep
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,7 @@ from torch import nn
 from slimdiffsr.losses.uncertainty import jeffreys_loss, laplace_loss
 from slimdiffsr.models.uncertainty import ResidualBlock, UncertaintyEstimator
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_layout_matches_method() -> None:

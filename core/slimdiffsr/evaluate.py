@@ -40,6 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from slimdiffsr.devices import resolve_device
+from slimdiffsr.errors import InputError, SlimDiffSRError
+
 log = logging.getLogger("slimdiffsr.evaluate")
 
 PIXEL_METRICS = ("psnr", "ssim")
@@ -54,7 +57,7 @@ DEFAULT_REF_METRICS = "psnr,ssim,lpips,consistency"
 DEFAULT_NR_METRICS = "niqe"
 
 
-class EvaluateError(ValueError):
+class EvaluateError(InputError):
     """Bad evaluation arguments or inputs (printed as one line, exit status 2)."""
 
 
@@ -320,20 +323,6 @@ def resize_to(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 # Models
 # ------------------------------------------------------------------------------------------------
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise EvaluateError("--device cuda requested but CUDA is not available")
-    return name
-
-
 def load_models(names: Sequence[str], scale: int, device: str) -> list[tuple[str, Any]]:
     """Bicubic first, then each named model (duplicates and explicit bicubic dropped)."""
     from slimdiffsr.models.registry import load_model
@@ -520,7 +509,7 @@ def evaluate_models(
     from slimdiffsr.contract import ValueContract
     from slimdiffsr.data.degradation import DegradationConfig, degrade
 
-    device = resolve_device(a.device)
+    device = str(resolve_device(a.device))
     files = _hr_files(a)
     cfg = DegradationConfig.preset(a.degradation)
     models = load_models(a.model, a.scale, device)
@@ -595,7 +584,7 @@ def evaluate_folders(
     a: argparse.Namespace, echo: Callable[[str], None]
 ) -> tuple[Results, list[Sample]]:
     """Paired (--sr with --hr) or no-reference (--sr alone) mode over files matched by name."""
-    device = resolve_device(a.device)
+    device = str(resolve_device(a.device))
     sr_files = _by_stem(a.sr)
     hr_files = _by_stem(a.hr[0]) if a.hr else {}
     lr_files = _by_stem(a.lr) if a.lr else {}
@@ -800,16 +789,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parse_args(argv)
     echo: Callable[[str], None] = lambda s: print(s, flush=True)  # noqa: E731
-    from slimdiffsr.data.datasets import DatasetError
-    from slimdiffsr.errors import SlimDiffSRError
-
     try:
         t0 = time.perf_counter()
         res, samples = (evaluate_models if a.model else evaluate_folders)(a, echo)
         res.info["command"] = ["slimdiffsr", "evaluate", *argv]
         res.info["wall_seconds"] = round(time.perf_counter() - t0, 2)
         res.info["host"] = {"python": platform.python_version(), "machine": platform.machine()}
-    except (EvaluateError, DatasetError, SlimDiffSRError, OSError) as e:
+    except (SlimDiffSRError, OSError) as e:  # EvaluateError, DatasetError, DeviceError, ...
         print(f"error: {e}", file=sys.stderr)
         return 2
     print()

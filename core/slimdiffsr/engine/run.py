@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from slimdiffsr.contract import ValueContract
+from slimdiffsr.devices import PRECISIONS, precision_dtype, resolve_device
 from slimdiffsr.engine.loop import GDAL_CACHE_MB, Job, UpscaleResult
 from slimdiffsr.engine.plan import (
     QA_THRESHOLD,
@@ -33,7 +34,7 @@ from slimdiffsr.engine.plan import (
 from slimdiffsr.engine.qa import enforce_lr_consistency
 from slimdiffsr.engine.tiling import DEFAULT_MARGIN, DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling
 from slimdiffsr.engine.writer import fill_invalid
-from slimdiffsr.errors import DeviceError, InputError, ModelError, OutOfMemoryError
+from slimdiffsr.errors import InputError, ModelError, OutOfMemoryError
 
 __all__ = [
     "GDAL_CACHE_MB",
@@ -50,13 +51,6 @@ __all__ = [
     "upscale",
 ]
 
-DEVICES = ("auto", "cuda", "mps", "cpu")
-PRECISIONS: dict[str, torch.dtype | None] = {
-    "fp32": None,
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-}
-
 
 class Feedback(Protocol):
     """What a caller may pass as ``feedback=``: the two callbacks on one object."""
@@ -66,30 +60,7 @@ class Feedback(Protocol):
     def cancel(self) -> bool: ...
 
 
-# -- devices and models ------------------------------------------------------------------------
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``auto``: CUDA, then Apple MPS, then CPU. An unavailable explicit device is an error."""
-    if isinstance(name, torch.device):
-        return name
-    name = str(name).lower()
-    kind = name.split(":")[0]
-    if kind not in DEVICES:
-        raise DeviceError(f"device must be one of {', '.join(DEVICES)}, got {name!r}")
-    mps = getattr(torch.backends, "mps", None)
-    has_mps = bool(mps is not None and mps.is_available())
-    if kind == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if has_mps else "cpu")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(
-            "CUDA was requested but torch sees no CUDA GPU (use --device cpu or auto)"
-        )
-    if kind == "mps" and not has_mps:
-        raise DeviceError("Apple MPS was requested but is not available (use --device cpu or auto)")
-    return torch.device(name)
-
-
+# -- models ------------------------------------------------------------------------------------
 def load_engine_model(
     model: str | Path | torch.nn.Module, scale: int | None, device: torch.device
 ) -> torch.nn.Module:
@@ -164,7 +135,7 @@ class Upscaler:
     def forward(self, lr: np.ndarray | torch.Tensor) -> torch.Tensor:
         """LR batch in [-1, 1] (B, C, h, w) -> SR float32 on the device (B, C, s*h, s*w)."""
         x = torch.as_tensor(lr).to(self.device, non_blocking=True)
-        dtype = PRECISIONS[self.precision]
+        dtype = precision_dtype(self.precision)
         ctx = (
             torch.autocast(device_type=self.device.type, dtype=dtype)
             if dtype is not None

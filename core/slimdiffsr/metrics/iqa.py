@@ -35,10 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slimdiffsr.errors import SlimDiffSRError
 from slimdiffsr.weights import PYIQA_FILES, WeightsMissingError, require, weights_dir
 
 
-class MetricUnavailable(RuntimeError):
+class MetricUnavailable(SlimDiffSRError, RuntimeError):
     """A metric cannot run here (weights or library missing); the message says why."""
 
 

@@ -9,8 +9,12 @@ calibration values.
 Conventions: images are numpy arrays (or anything ``np.asarray`` accepts, e.g. CPU tensors) of
 shape (C, H, W) or (H, W), float in [0, 1] (``data_range=1``) or [0, 255] (``data_range=255``).
 For 3 or more bands, Y is computed from the first three bands taken as R, G, B (so RGBN imagery is
-scored on its RGB part, like the training loop's validation); a single band is used as is.
-Computation is in float64. Identical images give ``inf`` PSNR. Shapes that differ raise.
+scored on its RGB part); a single band is used as is. Computation is in float64. Identical images
+give ``inf`` PSNR. Shapes that differ raise.
+
+:func:`psnr_torch` is the torch twin of :func:`psnr` for batches (B, C, H, W) on any device (the
+training loops' validation): the same luma, border crop and mean squared error, computed by the
+same array-generic helpers, so evaluation and training report the same number.
 """
 
 from __future__ import annotations
@@ -41,20 +45,26 @@ def _check_pair(img: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return a, b
 
 
-def to_y(img: np.ndarray, data_range: float = 1.0, color_space: ColorSpace = "ycbcr") -> np.ndarray:
-    """Luma (1, H, W) in the input's units from (C, H, W): first three bands as RGB, or the band."""
-    a = _as_chw(img, "img")
-    if a.shape[0] == 1:
+def _luma(a, data_range: float, color_space: ColorSpace):
+    """Luma (..., 1, H, W) of (..., C, H, W); numpy arrays and torch tensors alike."""
+    c = a.shape[-3]
+    if c == 1:
         return a
-    if a.shape[0] < 3:
-        raise ValueError(f"Y needs 1 or >= 3 bands, got {a.shape[0]}")
+    if c < 3:
+        raise ValueError(f"Y needs 1 or >= 3 bands, got {c}")
     if color_space == "ycbcr":
-        y = np.tensordot(_YCBCR_Y, a[:3], axes=1) + 16.0 / 255.0 * data_range
+        w, offset = _YCBCR_Y, 16.0 / 255.0 * data_range
     elif color_space == "yiq":
-        y = np.tensordot(_YIQ_Y, a[:3], axes=1)
+        w, offset = _YIQ_Y, 0.0
     else:
         raise ValueError(f"color_space must be 'ycbcr' or 'yiq', got {color_space!r}")
-    return y[None]
+    r, g, b = a[..., 0:1, :, :], a[..., 1:2, :, :], a[..., 2:3, :, :]
+    return r * float(w[0]) + g * float(w[1]) + b * float(w[2]) + offset
+
+
+def to_y(img: np.ndarray, data_range: float = 1.0, color_space: ColorSpace = "ycbcr") -> np.ndarray:
+    """Luma (1, H, W) in the input's units from (C, H, W): first three bands as RGB, or the band."""
+    return _luma(_as_chw(img, "img"), data_range, color_space)
 
 
 def crop_border(img: np.ndarray, border: int) -> np.ndarray:
@@ -66,6 +76,15 @@ def crop_border(img: np.ndarray, border: int) -> np.ndarray:
     if img.shape[-1] <= 2 * border or img.shape[-2] <= 2 * border:
         raise ValueError(f"border {border} leaves nothing of a {img.shape[-2:]} image")
     return img[..., border:-border, border:-border]
+
+
+def _mse(a, b, crop: int, test_y_channel: bool, data_range: float, color_space: ColorSpace):
+    """Mean squared error over the last three axes after the border crop and, optionally, Y."""
+    a, b = crop_border(a, crop), crop_border(b, crop)
+    if test_y_channel:
+        a, b = _luma(a, data_range, color_space), _luma(b, data_range, color_space)
+    d = (a - b) ** 2
+    return d.reshape(tuple(d.shape[:-3]) + (-1,)).mean(-1)
 
 
 def psnr(
@@ -81,13 +100,32 @@ def psnr(
     ``img`` is not clipped: pass the SR the way it would be saved (clipped to the range).
     """
     a, b = _check_pair(img, ref)
-    a, b = crop_border(a, crop), crop_border(b, crop)
-    if test_y_channel:
-        a, b = to_y(a, data_range, color_space), to_y(b, data_range, color_space)
-    mse = float(np.mean((a - b) ** 2))
+    mse = float(_mse(a, b, crop, test_y_channel, data_range, color_space))
     if mse == 0:
         return float("inf")
     return float(10.0 * np.log10(data_range**2 / mse))
+
+
+def psnr_torch(
+    img,
+    ref,
+    crop: int = 0,
+    test_y_channel: bool = True,
+    data_range: float = 1.0,
+    color_space: ColorSpace = "ycbcr",
+):
+    """:func:`psnr` for torch batches: (B, C, H, W) tensors -> (B,) PSNR in dB (inf if equal).
+
+    Float32 (float64 inputs stay float64) on the tensors' device; ``img`` is not clipped.
+    """
+    if img.shape != ref.shape or img.ndim != 4:
+        raise ValueError(
+            f"img {tuple(img.shape)} and ref {tuple(ref.shape)} must be equal (B, C, H, W)"
+        )
+    double = img.is_floating_point() and img.element_size() == 8
+    a, b = (img.double(), ref.double()) if double else (img.float(), ref.float())
+    mse = _mse(a, b, crop, test_y_channel, data_range, color_space)
+    return 10.0 * (data_range**2 / mse).log10()
 
 
 def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> np.ndarray:
@@ -140,4 +178,4 @@ def ssim(
     return float(np.mean([_ssim_2d(a[c], b[c], 255.0) for c in range(a.shape[0])]))
 
 
-__all__ = ["crop_border", "psnr", "ssim", "to_y"]
+__all__ = ["crop_border", "psnr", "psnr_torch", "ssim", "to_y"]
