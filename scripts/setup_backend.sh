@@ -12,7 +12,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PY="${PYTHON:-python3}"
 VENV="$ROOT/.venv"
-EXTRAS="${SLIMDIFFSR_EXTRAS:-train,eval,dev}"
+EXTRAS="${SLIMDIFFSR_EXTRAS:-train,eval,dev,cluster}"
 TORCH_SPEC="${SLIMDIFFSR_TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
 
 if ! command -v "$PY" >/dev/null 2>&1; then

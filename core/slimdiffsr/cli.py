@@ -189,6 +189,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--overwrite", action="store_true", help="replace an existing output")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    g = up.add_argument_group("cluster (docs/cluster.md)")
+    g.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run on Dask: a scheduler address (tcp://host:8786) or local:N (N worker processes); OUTPUT is a folder, a STAC collection.json is written there",
+    )
+    g.add_argument(
+        "--split-pixels",
+        type=int,
+        default=16_000_000,
+        help="with --cluster: rasters over this many input pixels are split into row bands over the workers (default: %(default)s)",
+    )
+    g.add_argument(
+        "--retries", type=int, default=2, help="with --cluster: retries of a failed task"
+    )
+    g.add_argument("--no-stac", action="store_true", help="with --cluster: no STAC catalogue")
     up.set_defaults(func=cmd_upscale)
 
     models = sub.add_parser("models", help="installed models", description="Installed models.")
@@ -268,6 +284,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     inputs = resolve_inputs(args.input)
+    if getattr(args, "cluster", None):
+        from slimdiffsr.cluster.submit import run_cli
+
+        return run_cli(args, inputs, Path(args.output))
     several = len(inputs) > 1
     output = Path(args.output)
     if several:
