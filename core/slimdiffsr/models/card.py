@@ -133,9 +133,7 @@ def card_problem(d: dict[str, Any]) -> str | None:
         return None
     if not isinstance(vc, dict):
         return f"value_contract must be a JSON object, got {vc!r:.60}"
-    kind = vc.get("kind", "fixed")
-    if kind not in ("fixed", "percentile"):
-        return f"value_contract kind must be 'fixed' or 'percentile', got {kind!r:.60}"
+    kind = vc.get("kind", "fixed")  # other kinds are judged by ``contract.ValueContract``
     if kind == "fixed":
         low, high = _limits(vc.get("low")), _limits(vc.get("high"))
         if low is None or high is None:
@@ -147,7 +145,7 @@ def card_problem(d: dict[str, Any]) -> str | None:
         hi = high * n if len(high) == 1 else high
         if any(b <= a for a, b in zip(lo, hi)):
             return f"value_contract needs high > low for every band, got low {low} high {high}"
-    else:
+    elif kind == "percentile":
         p_lo, p_hi = vc.get("p_low", 0.5), vc.get("p_high", 99.5)
         if not (_finite_number(p_lo) and _finite_number(p_hi) and 0 <= p_lo < p_hi <= 100):
             return (

@@ -104,7 +104,12 @@ def load_model(
 
     target = resolve(name_or_path)
     if isinstance(target, str):
-        s = scale or (int(target.split("-x")[1]) if "-x" in target else 4)
+        try:
+            s = scale or (int(target.split("-x")[1]) if "-x" in target else 4)
+        except ValueError:
+            raise ModelFileError(
+                f"unknown built-in model {target!r}; use bicubic-x4 or bicubic-x8"
+            ) from None
         model: torch.nn.Module = BicubicSR(s)
     else:
         from slimdiffsr.models.card import load_model_file
@@ -118,8 +123,14 @@ def load_model(
             )
         from slimdiffsr.models.student import SlimDiffSRStudent
 
-        model = SlimDiffSRStudent.from_card(card)
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            model = SlimDiffSRStudent.from_card(card)
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except (TypeError, ValueError, RuntimeError) as e:  # config or tensor shapes
+            reason = " ".join(str(e).split())[:300]
+            raise ModelFileError(
+                f"{target}: the card does not describe these weights ({reason})"
+            ) from e
         if missing or unexpected:
             raise ModelFileError(
                 f"{target}: weights do not match the card's architecture "
