@@ -40,6 +40,11 @@ def test_never_overwrites_input_or_existing_output(src, tmp_path):
     with pytest.raises(OutputExistsError, match="--overwrite"):
         upscale(src, out, model="bicubic")
     assert out.read_bytes() == b"keep me"
+    with pytest.raises(OutputExistsError, match="not a raster"):  # overwrite replaces rasters only
+        upscale(src, out, model="bicubic", overwrite=True)
+    assert out.read_bytes() == b"keep me"
+    out.unlink()
+    upscale(src, out, model="bicubic", roi_window=(0, 0, 16, 16))  # a raster: replaceable
     r = upscale(src, out, model="bicubic", overwrite=True)
     with rasterio.open(r.output) as d:
         assert d.count == 3 and d.descriptions == ("R", "G", "B")

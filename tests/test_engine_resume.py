@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import rasterio
 from engine_util import CountingModel, texture, write_raster
 
-from slimdiffsr.engine.raster_io import partial_path
+from slimdiffsr import protocol
+from slimdiffsr.engine.manifest import Manifest
 from slimdiffsr.engine.run import Upscaler, upscale
 from slimdiffsr.errors import CancelledError
 from slimdiffsr.models.bicubic import BicubicSR
@@ -36,7 +35,20 @@ def stop_after(n: int):
 
 
 def leftovers(out):
-    return [p for p in (out, partial_path(out), partial_path(out, ".partial.json")) if p.exists()]
+    """The output and every temporary file of a run writing it (journal, partials), by kind."""
+    found = []
+    for p in sorted(out.parent.iterdir()):
+        if p == out:
+            found.append("output")
+        elif p.name == protocol.journal_name(out.name):
+            found.append("journal")
+        elif p.name.startswith(protocol.temp_prefix(out.name)):
+            found.append(p.name.rsplit(".", 2)[-2])  # partial, cog, final, lock ...
+    return sorted(found)
+
+
+def journal(out):
+    return Manifest.read(out.with_name(protocol.journal_name(out.name)))
 
 
 def test_cancel_leaves_no_file(src, tmp_path):
@@ -59,15 +71,16 @@ def test_resume_recomputes_only_unfinished_tiles(src, tmp_path):
         )
     assert first.tiles == 25
     assert not out.exists()  # a cancelled run leaves no file at OUT ...
-    manifest = json.loads(partial_path(out, ".partial.json").read_text())
-    assert manifest["rows_done"] == {"0": 256}  # ... but keeps its finished rows for --resume
-    assert len(manifest["tiles"]) == 15  # tile rows 0-2 end at LR row 64 or before
+    manifest = journal(out)
+    assert manifest.rows_done == {0: 256}  # ... but keeps its finished rows for --resume
+    assert len(manifest.tiles) == 15  # tile rows 0-2 end at LR row 64 or before
 
     second = CountingModel(BicubicSR(4))
     r = Upscaler(second, **SETTINGS).run(src, out, qa=True, resume=True)
     assert second.tiles == TOTAL - 15  # finished tiles were not recomputed
     assert r.summary["tiles_reused"] == 15 and r.summary["tiles_computed"] == 30
-    assert leftovers(out) == [out]
+    assert leftovers(out) == ["output"]
+    assert out.read_bytes() == ref.output.read_bytes()  # the same file, byte for byte
     with rasterio.open(ref.output) as a, rasterio.open(out) as b:
         np.testing.assert_array_equal(a.read(), b.read())  # identical to an uninterrupted run
     with rasterio.open(ref.qa_output) as a, rasterio.open(r.qa_output) as b:
@@ -85,8 +98,8 @@ def test_interrupt_keeps_partial_only_with_resume(src, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         upscale(src, out, model="bicubic", progress=ctrl_c, resume=True, **SETTINGS)
-    assert leftovers(out) == [partial_path(out), partial_path(out, ".partial.json")]
+    assert leftovers(out) == ["journal", "partial"]
     # other settings: the partial is not reused (and the run says so)
     with pytest.warns(UserWarning, match="other settings"):
         r = upscale(src, out, model="bicubic", resume=True, tile=48, overlap=16)
-    assert r.summary["tiles_reused"] == 0 and leftovers(out) == [out]
+    assert r.summary["tiles_reused"] == 0 and leftovers(out) == ["output"]

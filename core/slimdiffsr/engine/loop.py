@@ -14,6 +14,7 @@ only calls its ``predict(x, halo, (h, w))`` on numpy arrays, so this module neve
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -24,10 +25,11 @@ import numpy as np
 import rasterio
 from rasterio.errors import RasterioIOError
 
-from slimdiffsr import __version__
+from slimdiffsr import __version__, protocol
 from slimdiffsr.engine import raster_io as rio_io
 from slimdiffsr.engine.blend import StripAccumulator
-from slimdiffsr.engine.manifest import Manifest, settings_key
+from slimdiffsr.engine.lock import OutputLock, check_replaceable, unique_temp
+from slimdiffsr.engine.manifest import Manifest, fsync_path, settings_key
 from slimdiffsr.engine.plan import RunOptions, make_plan
 from slimdiffsr.engine.qa import (
     ConsistencyStats,
@@ -109,12 +111,17 @@ class Job:
         self.up = up
         self.inp, self.out = inp, out
         self.o = options
-        self.partial = rio_io.partial_path(out)
-        self.manifest_path = rio_io.partial_path(out, ".partial.json")
+        # temporary files get unique names when the run starts (or come from the journal)
+        self.partial: Path | None = None
+        self.qa_partial: Path | None = None
+        self.cog_partial: Path | None = None
+        self.temps: list[Path] = []
+        self.manifest_path = out.with_name(protocol.journal_name(out.name))
+        self.lock = OutputLock(out)
+        self.dst: Any = None
+        self.qa_dst: Any = None
         self.qa_out = out.with_name(f"{out.stem}_qa.tif") if options.qa else None
         self.qa_json = out.with_name(f"{out.stem}_qa.json") if options.qa else None
-        self.qa_partial = rio_io.partial_path(self.qa_out) if self.qa_out else None
-        self.cog_partial = rio_io.partial_path(out, ".cog.tif")
         self._weights: dict[tuple[int, int], np.ndarray] = {}
 
     # -- checks before any work --------------------------------------------------------------
@@ -127,6 +134,7 @@ class Job:
                 raise OutputExistsError(f"refusing to overwrite the input {self.inp}")
             if t.exists() and not self.o.overwrite:
                 raise OutputExistsError(f"{t} exists; pass overwrite (--overwrite) to replace it")
+            check_replaceable(t, self.out.parent, raster=t.suffix != ".json")
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -257,25 +265,29 @@ class Job:
     def execute(self) -> UpscaleResult:
         t0 = time.perf_counter()
         self._check_paths()
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rio_io.open_input(self.inp) as src:
+        self._check_input_readable()
+        with (
+            self.lock,
+            rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB),
+            rio_io.open_input(self.inp) as src,
+        ):
             self.plan = plan = make_plan(src, self.inp, self.out, self.up, self.o)
             self.writer = Writer(plan)
             key = settings_key(plan.settings)
-            manifest = None
-            if self.o.resume and self.partial.exists():
-                manifest = Manifest.load(self.manifest_path, key)
-                if manifest is None:
-                    warnings.warn(
-                        f"{self.partial.name} was made with other settings; starting over",
-                        UserWarning,
-                        stacklevel=3,
-                    )
-            if manifest is None or (self.qa_partial and not self.qa_partial.exists()):
-                rio_io.remove_quietly(self.partial, self.manifest_path)
-                if self.qa_partial:
-                    rio_io.remove_quietly(self.qa_partial)
-                manifest = Manifest(self.manifest_path, key, plan.settings)
+            manifest = self._resumable(key) if self.o.resume else None
+            self._remove_stale(manifest)
+            if manifest is None:
+                self.partial = self._temp(".partial.tif")
+                self.qa_partial = self._temp(".qa.partial.tif") if self.qa_out else None
+                files = {
+                    "partial": self.partial.name,
+                    "qa_partial": self.qa_partial.name if self.qa_partial else None,
+                }
+                manifest = Manifest.create(self.manifest_path, key, plan.settings, files)
             self.manifest = manifest
+            self.qa_prof = rio_io.qa_profile(
+                src, region=plan.region, count=plan.C, block=plan.block // self.up.scale
+            )
             self.cons_stats = ConsistencyStats(plan.value_range)
             self.seam_stats = SeamStats(*plan.grid.tile_borders())
             self.tile_acc: dict[str, list[float]] = {}
@@ -286,14 +298,16 @@ class Job:
                 resuming = bool(manifest.rows_done)
                 try:
                     if resuming:
-                        dst = rasterio.open(self.partial, "r+")
+                        self.dst = dst = rasterio.open(self.partial, "r+")
                     else:
-                        dst = rasterio.open(self.partial, "w", **plan.profile)
+                        self.dst = dst = rasterio.open(
+                            self.partial, "w", **self._sparse(plan.profile)
+                        )
                         dst.update_tags(**plan.tags)
                         rio_io.apply_band_meta(dst, plan.meta, plan.alpha)
                     if self.qa_partial is not None:
                         if resuming:
-                            qa_dst = rasterio.open(self.qa_partial, "r+")
+                            self.qa_dst = qa_dst = rasterio.open(self.qa_partial, "r+")
                         else:
                             qa_prof = rio_io.qa_profile(
                                 src,
@@ -301,7 +315,9 @@ class Job:
                                 count=plan.C,
                                 block=plan.block // self.up.scale,
                             )
-                            qa_dst = rasterio.open(self.qa_partial, "w", **qa_prof)
+                            self.qa_dst = qa_dst = rasterio.open(
+                                self.qa_partial, "w", **self._sparse(qa_prof)
+                            )
                             qa_dst.update_tags(
                                 SLIMDIFFSR_QA="|down(SR) - LR| per band, input units"
                             )
@@ -321,7 +337,7 @@ class Job:
                 ) from e
             finally:
                 closed = True
-                for d in (dst, qa_dst):
+                for d in (self.dst, self.qa_dst):
                     if d is not None:
                         try:
                             d.close()
@@ -368,7 +384,7 @@ class Job:
                         self.counts["skipped"] += 1
                     done += 1
                     if t.col == last_col:
-                        self._finalize_rows(src, dst, qa_dst, ch.index, strip, t.row)
+                        self._finalize_rows(src, self.dst, self.qa_dst, ch.index, strip, t.row)
                 self._report(done, total, f"tile row {batch[-1].row + 1}/{n_rows}")
 
     def _finalize_rows(
@@ -393,7 +409,7 @@ class Job:
                 part = rows[:, :, x - strip.x0 : x_end - strip.x0]
                 self._write_piece(src, dst, qa_dst, chunk, x, y, part)
         strip.release(y_end)
-        self.manifest.rows_done[chunk] = y_end
+        finished: dict[str, list[float] | None] = {}
         s = self.up.scale
         prefix = f"{chunk}:"
         for r, rs in enumerate(p.grid.row_starts):
@@ -401,28 +417,116 @@ class Job:
                 break
             for c in p.chunks[chunk].cols:
                 key = prefix + p.grid.tile_at(r, c).window.key()
-                if key not in self.manifest.tiles:
-                    self.manifest.tiles[key] = self.tile_acc.pop(key, [0.0] * (p.C + 1))
+                if key not in self.manifest.tiles and key not in finished:
+                    finished[key] = self.tile_acc.pop(key, [0.0] * (p.C + 1))
+        self._checkpoint()
+        self.manifest.record(chunk, y_end, finished)
+
+    # -- crash safety ------------------------------------------------------------------------
+    def _checkpoint(self) -> None:
+        """Put the written rows on disk: close the partials (GDAL writes the blocks and the TIFF
+        directory), fsync them and reopen them for update. Only then is the journal appended."""
+        for attr, path in (("dst", self.partial), ("qa_dst", self.qa_partial)):
+            d = getattr(self, attr)
+            if d is None:
+                continue
+            setattr(self, attr, None)
+            d.close()
+            fsync_path(path)
+            setattr(self, attr, rasterio.open(path, "r+"))
+
+    @staticmethod
+    def _sparse(profile: dict[str, Any]) -> dict[str, Any]:
+        """Partials leave unwritten blocks empty (no blank blocks written at each checkpoint)."""
+        return {**profile, "SPARSE_OK": True}
+
+    def _temp(self, suffix: str) -> Path:
+        path = unique_temp(self.out, suffix)
+        self.temps.append(path)
+        return path
+
+    def _check_input_readable(self) -> None:
+        """A file the output lock or journal would shadow is still the input: refuse early."""
+        if self.inp.name.startswith(protocol.temp_prefix(self.out.name)):
+            raise InputError(f"{self.inp} is a temporary file of a run writing {self.out}")
+
+    def _resumable(self, key: str) -> Manifest | None:
+        """The journal of an interrupted run with the same settings, with its partials on disk."""
+        old = Manifest.read(self.manifest_path)
+        if old is None:
+            return None
+        prefix = protocol.temp_prefix(self.out.name)
+        paths: dict[str, Path | None] = {}
+        for role in ("partial", "qa_partial"):
+            name = old.files.get(role)
+            ok = isinstance(name, str) and name.startswith(prefix) and "/" not in name
+            ok = ok and "\\" not in name
+            paths[role] = self.out.with_name(name) if ok else None
+        part, qa = paths["partial"], paths["qa_partial"]
+        usable = (
+            old.key == key
+            and old.rows_done
+            and part is not None
+            and part.is_file()
+            and (qa is not None and qa.is_file()) == (self.qa_out is not None)
+        )
+        if not usable:
+            if old.key != key and old.rows_done:
+                warnings.warn(
+                    f"{self.out.name}: the interrupted run was made with other settings; "
+                    "starting over",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            return None
+        self.partial, self.qa_partial = part, qa
+        return old
+
+    def _remove_stale(self, keep: Manifest | None) -> None:
+        """Delete temporary files of earlier runs on this output (we hold its lock, so no live
+        run owns them), except the journal and partials being resumed."""
+        import glob
+
+        keep_paths = {self.lock.path}
+        if keep is not None:
+            keep_paths |= {self.manifest_path, self.partial, self.qa_partial}
+        pattern = (
+            glob.escape(str(self.out.parent))
+            + os.sep
+            + protocol.temp_glob(glob.escape(self.out.name))
+        )
+        for name in glob.glob(pattern, include_hidden=True):
+            p = Path(name)
+            if (
+                p not in keep_paths
+                and p.with_name(p.name.removesuffix(".aux.xml")) not in keep_paths
+            ):
+                rio_io.remove_quietly(p)
 
     def _cleanup(self) -> None:
-        rio_io.remove_quietly(self.partial, self.manifest_path, self.cog_partial)
-        if self.qa_partial:
-            rio_io.remove_quietly(self.qa_partial)
+        rio_io.remove_quietly(self.partial, self.qa_partial, self.manifest_path, *self.temps)
 
     def _finish(self, t0: float) -> UpscaleResult:
         p = self.plan
         try:
             if self.o.cog:
+                self.cog_partial = self._temp(".cog.tif")
                 resampling = (
                     "NEAREST" if p.out_dtype != "float32" and p.nodata is None else "AVERAGE"
                 )
                 rio_io.write_cog(self.partial, self.cog_partial, self.o.compress, resampling)
                 rio_io.remove_quietly(self.partial)
                 rio_io.replace_atomic(self.cog_partial, self.out)
-            else:
-                rio_io.replace_atomic(self.partial, self.out)
+            else:  # canonical block order: a resumed run gives the same bytes
+                final = self._temp(".final.tif")
+                rio_io.copy_canonical(self.partial, final, self.plan.profile)
+                rio_io.remove_quietly(self.partial)
+                rio_io.replace_atomic(final, self.out)
             if self.qa_partial is not None and self.qa_out is not None:
-                rio_io.replace_atomic(self.qa_partial, self.qa_out)
+                qa_final = self._temp(".qa.final.tif")
+                rio_io.copy_canonical(self.qa_partial, qa_final, self.qa_prof)
+                rio_io.remove_quietly(self.qa_partial)
+                rio_io.replace_atomic(qa_final, self.qa_out)
         except (OSError, RasterioIOError) as e:
             self._cleanup()
             raise DiskSpaceError(f"could not finish {self.out}: {e}") from e

@@ -23,6 +23,7 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window as RioWindow
 
+from slimdiffsr import protocol
 from slimdiffsr.engine.tiling import Window, clip_with_padding, intersection
 from slimdiffsr.errors import DiskSpaceError, InputError
 
@@ -47,11 +48,21 @@ def raster_window(src: Any) -> Window:
 
 # -- opening and describing the input ----------------------------------------------------------
 def open_input(path: str | Path) -> Any:
-    """Open a raster for reading; unreadable or non-raster files raise :class:`InputError`."""
+    """Open a raster for reading; unreadable or non-raster files raise :class:`InputError`.
+
+    A satellite product (Sentinel-2 ``.SAFE`` folder or zip, Landsat C2 L2 folder or MTL file)
+    opens as a virtual raster over its band files (see ``engine.products``).
+    """
+    from slimdiffsr.engine.products import detect
+
     p = Path(path)
     if not str(path).startswith("/vsi") and not p.exists():
         raise InputError(f"input not found: {p}")
     try:
+        product = detect(p)
+        if product is not None:
+            vrt = rasterio.MemoryFile(product.vrt().encode(), filename=f"{product.name}.vrt")
+            return vrt.open()
         return rasterio.open(str(path))
     except RasterioIOError as e:
         raise InputError(f"cannot read {path} as a raster ({e})") from e
@@ -297,21 +308,47 @@ def apply_band_meta(dst: Any, meta: BandMeta, alpha: bool = False) -> None:
 
 # -- files -------------------------------------------------------------------------------------
 def partial_path(out: Path, suffix: str = ".partial.tif") -> Path:
-    """The temporary file beside ``out`` (same folder, so the final rename is atomic)."""
-    return out.with_name(f".{out.name}{suffix}")
+    """A fixed temporary name beside ``out`` (``protocol.temp_prefix``: same folder, so the final
+    rename is atomic). Runs of the engine use unique names (``engine.lock.unique_temp``)."""
+    return out.with_name(protocol.temp_prefix(out.name).rstrip(".") + suffix)
 
 
 def replace_atomic(tmp: Path, dst: Path) -> None:
+    """Rename ``tmp`` onto ``dst`` (atomic within a folder), then flush the folder entry."""
     os.replace(tmp, dst)
+    try:
+        fd = os.open(dst.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
-def remove_quietly(*paths: Path) -> None:
+def remove_quietly(*paths: Path | None) -> None:
+    """Delete files and their ``.aux.xml`` sidecars; missing ones are fine."""
     for p in paths:
+        if p is None:
+            continue
         for q in (p, p.with_name(p.name + ".aux.xml")):
             try:
                 q.unlink()
             except FileNotFoundError:
                 pass
+            except OSError:
+                pass
+
+
+def human_bytes(n: float) -> str:
+    """``1.5 GB``, ``320 MB``, ``12 kB``: decimal units, two or three significant figures."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= size:
+            v = n / size
+            return f"{v:.3g} {unit}" if v < 100 else f"{v:.0f} {unit}"
+    return f"{int(n)} bytes"
 
 
 def estimate_bytes(width: int, height: int, count: int, dtype: str) -> int:
@@ -321,14 +358,30 @@ def estimate_bytes(width: int, height: int, count: int, dtype: str) -> int:
 def check_free_space(folder: Path, uncompressed: int, compressed: bool, cog: bool) -> None:
     """Refuse to start when the output cannot fit; compressed sizes are guessed at 1/8."""
     need = uncompressed // 8 if compressed else uncompressed
-    if cog:
-        need *= 2  # the GeoTIFF and its COG copy exist together for a moment
+    need *= 2  # the partial and its final (or COG) copy exist together for a moment
     free = shutil.disk_usage(folder).free
     if free < need:
         raise DiskSpaceError(
-            f"not enough disk space in {folder}: the output needs about {need / 1e9:.2f} GB "
-            f"({uncompressed / 1e9:.2f} GB uncompressed), {free / 1e9:.2f} GB free"
+            f"not enough disk space in {folder}: the output needs about {human_bytes(need)} "
+            f"({human_bytes(uncompressed)} uncompressed), {human_bytes(free)} free"
         )
+
+
+def copy_canonical(src_path: Path, dst_path: Path, profile: dict[str, Any]) -> None:
+    """Copy a finished partial GeoTIFF into its final file with GDAL's CreateCopy.
+
+    The partial was written in whatever order the run (or an interrupted run and its resume)
+    produced blocks; the copy lays blocks out in one canonical order, so the same settings give
+    the same bytes however the run was interrupted and resumed.
+    """
+    from rasterio.shutil import copy as rio_copy
+
+    keys = ("tiled", "blockxsize", "blockysize", "compress", "predictor", "interleave")
+    opts = {k: profile[k] for k in keys if k in profile}
+    for k in ("BIGTIFF", "photometric", "alpha"):
+        if k in profile:
+            opts[k] = profile[k]
+    rio_copy(str(src_path), str(dst_path), driver="GTiff", **opts)
 
 
 def write_cog(src_path: Path, dst_path: Path, compress: str, resampling: str) -> None:
