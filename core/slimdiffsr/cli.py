@@ -97,12 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--bands",
         type=band_list,
         metavar="B,B,B",
-        help="1-based input bands in model order, e.g. 4,3,2 for Sentinel-2 true colour (default: from the model card and the colour interpretation)",
+        help="1-based input bands to keep, in output order; the first ones go to the model, e.g. 4,3,2 for Sentinel-2 true colour (default: every band; the model card's bands super-resolved, the others such as near-infrared upsampled bicubically)",
     )
     g.add_argument(
         "--value-contract",
         metavar="SPEC",
-        help="input values -> model range: fixed:LOW:HIGH (e.g. fixed:0:10000 for reflectance) or percentile:PLOW:PHIGH (computed once per raster); default from the model card",
+        help="input values -> model range: auto (default: chosen from the data and the model card, and printed before the run), fixed:LOW:HIGH (e.g. fixed:0:10000 for reflectance) or percentile:PLOW:PHIGH (computed once per raster); nothing is clipped",
     )
     g = up.add_argument_group("region")
     g.add_argument(
@@ -223,8 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- commands ----------------------------------------------------------------------------------
 def resolve_inputs(spec: str) -> list[Path]:
-    """A file, the rasters in a folder, or the matches of a glob pattern (sorted)."""
+    """A file, a satellite product, the rasters in a folder, or a glob pattern's matches."""
+    from slimdiffsr.engine.products import detect
+
     p = Path(spec)
+    if p.is_dir() and detect(p) is not None:
+        return [p]
     if p.is_dir():
         files = sorted(
             f for f in p.iterdir() if f.suffix.lower() in RASTER_SUFFIXES and f.is_file()
@@ -273,6 +277,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
     examples:
       slimdiffsr upscale scene.tif scene_x4.tif
+      slimdiffsr upscale S2B_MSIL2A_20240101T...SAFE s2_x4.tif
       slimdiffsr upscale S2_L2A.tif sr.tif --bands 4,3,2 --value-contract fixed:0:10000 --qa
       slimdiffsr upscale ortho.tif roi.tif --roi 485900,5205000,487000,5206000 --model bicubic
       slimdiffsr upscale 'tiles/*.tif' out_folder/ --device cuda --precision fp16 --cog
@@ -326,6 +331,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                 resume=args.resume,
                 compress=args.compress,
                 progress=bar,
+                on_preflight=lambda pf, name=inp.name: print(
+                    f"{PROG}: {name}: {pf.describe()}", file=sys.stderr, flush=True
+                ),
             )
         except SlimDiffSRError as e:
             if not several:

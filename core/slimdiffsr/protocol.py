@@ -21,14 +21,15 @@ HELLO = "hello"
 INFO = "info"
 MODELS = "models"
 UPSCALE = "upscale"
+PREFLIGHT = "preflight"
 CANCEL = "cancel"
 SHUTDOWN = "shutdown"
 PROGRESS = "progress"
 RESULT = "result"
 ERROR = "error"
 
-REQUEST_TYPES = (INFO, MODELS, UPSCALE, CANCEL, SHUTDOWN)
-EVENT_TYPES = (HELLO, INFO, MODELS, PROGRESS, RESULT, ERROR)
+REQUEST_TYPES = (INFO, MODELS, UPSCALE, PREFLIGHT, CANCEL, SHUTDOWN)
+EVENT_TYPES = (HELLO, INFO, MODELS, PREFLIGHT, PROGRESS, RESULT, ERROR)
 
 # -- error kinds (worker -> plugin) ------------------------------------------------------------
 ERROR_INPUT = "input"
@@ -199,6 +200,20 @@ def progress(rid: Any, done: int, total: int, message: str = "") -> dict[str, An
     }
 
 
+def preflight(rid: Any, sentence: str, plan: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a ``preflight`` request: the one sentence and the plan (see ARCHITECTURE)."""
+    return {"type": PREFLIGHT, "id": rid, "sentence": sentence, "plan": plan}
+
+
+def validate_preflight_params(params: Any) -> dict[str, Any]:
+    """Like :func:`validate_upscale_params`, but ``output`` is optional (a plan only)."""
+    if isinstance(params, dict) and params.get("output") in (None, ""):
+        p = validate_upscale_params({**params, "output": "-"})
+        p["output"] = None
+        return p
+    return validate_upscale_params(params)
+
+
 def result(rid: Any, output: str, qa_output: str | None, summary: dict[str, Any]) -> dict[str, Any]:
     return {"type": RESULT, "id": rid, "output": output, "qa_output": qa_output, "summary": summary}
 
@@ -284,7 +299,7 @@ def _contract(v: Any) -> str | None:
         return None
     if isinstance(v, dict) and len(v) <= 16:
         return None
-    return "a value contract string such as 'fixed:0:10000' (or an object)"
+    return "a value contract string such as 'auto' or 'fixed:0:10000' (or an object)"
 
 
 # name -> check(value) -> None if fine, else what the value must be. null means "the default".

@@ -105,6 +105,8 @@ class Worker:
             msg = P.validate_request(P.decode(line))
             if msg["type"] == P.UPSCALE:  # answered now, even while another job runs
                 P.validate_upscale_params(msg.get("params"))
+            elif msg["type"] == P.PREFLIGHT:
+                P.validate_preflight_params(msg.get("params"))
         except P.ProtocolError as e:
             rid = None
             try:
@@ -152,9 +154,12 @@ class Worker:
             with self.lock:
                 self.running = rid
             try:
-                handler = {P.INFO: self.info, P.MODELS: self.models, P.UPSCALE: self.upscale}.get(
-                    msg["type"]
-                )
+                handler = {
+                    P.INFO: self.info,
+                    P.MODELS: self.models,
+                    P.UPSCALE: self.upscale,
+                    P.PREFLIGHT: self.preflight,
+                }.get(msg["type"])
                 if handler is None:
                     raise P.ProtocolError(
                         f"unknown request type {msg['type']!r}; expected one of {P.REQUEST_TYPES}"
@@ -248,6 +253,34 @@ class Worker:
             str(result.qa_output) if result.qa_output else None,
             result.summary,
         )
+
+    def preflight(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Plan an upscale without running it: the sentence the dock shows before Run."""
+        rid = msg.get("id")
+        p = P.validate_preflight_params(msg.get("params"))
+        from slimdiffsr.engine.run import Upscaler
+
+        up = Upscaler(
+            p["model"],
+            scale=p.get("scale"),
+            device=p["device"],
+            tile=p["tile"],
+            overlap=p["overlap"],
+            halo=p.get("halo"),
+        )
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            pf = up.preflight(
+                p["input"],
+                p["output"],
+                bands=p["bands"],
+                roi_window=tuple(p["roi_window"]) if p.get("roi_window") else None,
+                roi_bounds=tuple(p["roi_bounds"]) if p["roi_bounds"] else None,
+                roi_crs=p.get("roi_crs"),
+                value_contract=p["value_contract"],
+                out_dtype=p["out_dtype"],
+            )
+        return P.preflight(rid, pf.describe(), pf.to_dict())
 
 
 def error_message(rid: Any, e: BaseException) -> dict[str, Any]:

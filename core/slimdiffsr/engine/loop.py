@@ -1,14 +1,20 @@
 """One run of the engine: the tile loop, writing finished rows, QA, finishing the files.
 
 The loop, per column chunk and in row-major tile order: read a tile's LR window with its halo
-(mirrored at the raster edge), fill nodata from valid neighbours, map values to model units with
-the plan's value contract, run a batch through the model step, and add each tile's HR core times
-its blending weight to a strip of output rows. When a tile row is done, the output blocks no
+(mirrored at the raster edge), fill nodata from valid neighbours, map the model's bands to model
+units with the plan's value mapping, run a batch through the model step, upsample the other bands
+bicubically, and add each tile's HR core times its blending weight to a strip of output rows. When a tile row is done, the output blocks no
 later tile touches are converted back to raster values, masked, written and measured (QA).
 Memory is bounded by the strip (``memory_mb``), the batch and GDAL's block cache.
 
 The model step is whatever ``engine`` object is passed in (``run.Upscaler`` for torch): the loop
 only calls its ``predict(x, halo, (h, w))`` on numpy arrays, so this module never imports torch.
+
+Nothing is clipped (residual transfer): the model sees its input clipped to its domain [-1, 1],
+and what the clipping removed comes back upsampled bicubically,
+``SR = M(clip(x)) + bicubic(x - clip(x))`` = ``bicubic(x) + [M(clip(x)) - bicubic(clip(x))]``
+(bicubic is linear). Identical to ``M(x)`` where the input is in range; highlights and shadows
+keep their values and the model adds detail on top.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from slimdiffsr.engine import raster_io as rio_io
 from slimdiffsr.engine.blend import StripAccumulator
 from slimdiffsr.engine.lock import OutputLock, check_replaceable, unique_temp
 from slimdiffsr.engine.manifest import Manifest, fsync_path, settings_key
-from slimdiffsr.engine.plan import RunOptions, make_plan
+from slimdiffsr.engine.plan import RunOptions
+from slimdiffsr.engine.preflight import preflight
 from slimdiffsr.engine.qa import (
     ConsistencyStats,
     SeamStats,
@@ -38,6 +45,7 @@ from slimdiffsr.engine.qa import (
     window_sums,
     write_json_atomic,
 )
+from slimdiffsr.engine.resample import bicubic_upsample_np
 from slimdiffsr.engine.tiling import Tile, Window, aligned_end
 from slimdiffsr.engine.writer import Writer, fill_invalid
 from slimdiffsr.errors import (
@@ -99,7 +107,7 @@ class UpscaleResult:
         return (
             f"{w}x{h} -> {W}x{H} px, {len(s['bands'])} bands {s['dtype']}, {s['crs']}, "
             f"x{s['scale']} {s['model']}, {n} tile{'' if n == 1 else 's'} in {s['time_s']:.1f} s "
-            f"({s['tiles_per_s']:.2f} tiles/s), {cons}"
+            f"({s['tiles_per_s']:.2f} tiles/s), {cons}; values: {s['value_mapping']}"
         )
 
 
@@ -128,6 +136,11 @@ class Job:
     def _check_paths(self) -> None:
         if not self.inp.exists():
             raise InputError(f"input not found: {self.inp}")
+        if self.out.suffix.lower() not in (".tif", ".tiff"):
+            raise InputError(
+                f"{self.out}: the output is a GeoTIFF, so its name must end in .tif or .tiff "
+                "(convert afterwards with gdal_translate for other formats)"
+            )
         targets = [self.out] + ([self.qa_out, self.qa_json] if self.qa_out else [])
         for t in targets:
             if t.resolve() == self.inp.resolve():
@@ -150,7 +163,8 @@ class Job:
 
     # -- per tile ----------------------------------------------------------------------------
     def _prepare(self, src: Any, tile: Tile) -> np.ndarray | None:
-        """LR tile with halo in model units (C, h, w); None when its core has no valid pixel."""
+        """LR tile with halo (C, h, w): the model's bands in model units (model order first),
+        then the interpolated bands in raster units; None when its core has no valid pixel."""
         p, h = self.plan, self.up.halo
         data, valid = rio_io.read_padded(src, p.bands, tile.read_window(h))
         th, tw = tile.window.shape
@@ -158,7 +172,10 @@ class Job:
             return None
         if not valid.all():
             data = fill_invalid(data, valid, p.fill_values, iterations=h)
-        return p.contract.to_model(data)
+        x = p.contract.to_model(data[p.sr_pos])
+        if not p.interp_pos:
+            return x
+        return np.concatenate([x, data[p.interp_pos].astype(np.float32)])
 
     def _weight(self, tile: Tile) -> np.ndarray:
         """The tile's 2D blending weight (HR). Interior tiles share a handful of profiles."""
@@ -172,15 +189,41 @@ class Job:
             self._weights[key] = w
         return w
 
+    def _bicubic_core(self, x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """Bicubic HR cores of (B, C, h, w) tiles with halo; reads only 2 LR px around the core
+        (the kernel's reach), so the result equals upsampling the whole tile."""
+        h, s = self.up.halo, self.up.scale
+        m = min(2, h)
+        th, tw = size
+        part = x[:, :, h - m : h + th + m, h - m : h + tw + m]
+        return bicubic_upsample_np(part, s)[:, :, m * s : (m + th) * s, m * s : (m + tw) * s]
+
     def _run_batch(
         self, tiles: list[Tile], prepared: list[np.ndarray | None]
     ) -> dict[Tile, np.ndarray]:
-        """The model step on the non-empty tiles: each one's HR core (C, sh, sw)."""
-        idx = [i for i, p in enumerate(prepared) if p is not None]
+        """The model step on the non-empty tiles: each one's HR core (C, sh, sw), in the plan's
+        output band order (model bands in model units, interpolated bands in raster units)."""
+        p = self.plan
+        idx = [i for i, t in enumerate(prepared) if t is not None]
         if not idx:
             return {}
-        x = np.stack([prepared[i] for i in idx])
-        cores = self.up.predict(x, self.up.halo, tiles[idx[0]].window.shape)
+        size = tiles[idx[0]].window.shape
+        batch = np.stack([prepared[i] for i in idx])
+        n_sr = len(p.sr_pos)
+        x = batch[:, :n_sr]
+        xc = np.clip(x, -1.0, 1.0) if p.clip_to_domain else x
+        cores = self.up.predict(np.ascontiguousarray(xc), self.up.halo, size)
+        if xc is not x and (rest := x - xc).any():  # residual transfer: nothing is clipped
+            cores = cores + self._bicubic_core(rest, size)
+        if p.interp_pos:
+            out = np.empty((len(idx), p.C, *cores.shape[-2:]), np.float32)
+            out[:, p.sr_pos] = cores
+            out[:, p.interp_pos] = self._bicubic_core(batch[:, n_sr:], size)
+            cores = out
+        elif p.sr_pos != list(range(p.C)):
+            out = np.empty_like(cores)
+            out[:, p.sr_pos] = cores
+            cores = out
         return {tiles[i]: cores[j] for j, i in enumerate(idx)}
 
     # -- writing finished rows ---------------------------------------------------------------
@@ -263,6 +306,21 @@ class Job:
 
     # -- main --------------------------------------------------------------------------------
     def execute(self) -> UpscaleResult:
+        try:
+            return self._execute()
+        except RasterioIOError as e:
+            raise self._io_error(e) from e
+
+    def _io_error(self, e: Exception) -> Exception:
+        """A GDAL I/O failure -> a damaged input (named) or a failed write."""
+        text = " ".join(str(e).split())
+        if str(self.inp) in text or self.inp.name in text or "TIFFRead" in text:
+            return InputError(
+                f"{self.inp}: cannot read the raster, it may be truncated or damaged ({text[:200]})"
+            )
+        return DiskSpaceError(f"writing {self.out} failed: {text[:300]}")
+
+    def _execute(self) -> UpscaleResult:
         t0 = time.perf_counter()
         self._check_paths()
         self._check_input_readable()
@@ -271,7 +329,12 @@ class Job:
             rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB),
             rio_io.open_input(self.inp) as src,
         ):
-            self.plan = plan = make_plan(src, self.inp, self.out, self.up, self.o)
+            self.pf = pf = preflight(src, self.inp, self.out, self.up, self.o)
+            for category, message in pf.warnings:
+                warnings.warn(message, category, stacklevel=4)
+            if self.o.on_preflight is not None:
+                self.o.on_preflight(pf)
+            self.plan = plan = pf.plan
             self.writer = Writer(plan)
             key = settings_key(plan.settings)
             manifest = self._resumable(key) if self.o.resume else None
@@ -305,6 +368,8 @@ class Job:
                         )
                         dst.update_tags(**plan.tags)
                         rio_io.apply_band_meta(dst, plan.meta, plan.alpha)
+                        for i, band_tags in enumerate(plan.band_tags):
+                            dst.update_tags(i + 1, **band_tags)
                     if self.qa_partial is not None:
                         if resuming:
                             self.qa_dst = qa_dst = rasterio.open(self.qa_partial, "r+")
@@ -328,7 +393,7 @@ class Job:
                 self._loop(src, dst, qa_dst)
                 ok = True
             except RasterioIOError as e:
-                raise DiskSpaceError(f"writing {self.partial} failed: {e}") from e
+                raise self._io_error(e) from e
             except MemoryError as e:
                 if isinstance(e, OutOfMemoryError):
                     raise
@@ -507,14 +572,11 @@ class Job:
         rio_io.remove_quietly(self.partial, self.qa_partial, self.manifest_path, *self.temps)
 
     def _finish(self, t0: float) -> UpscaleResult:
-        p = self.plan
         try:
             if self.o.cog:
                 self.cog_partial = self._temp(".cog.tif")
-                resampling = (
-                    "NEAREST" if p.out_dtype != "float32" and p.nodata is None else "AVERAGE"
-                )
-                rio_io.write_cog(self.partial, self.cog_partial, self.o.compress, resampling)
+                # continuous imagery: averaged overviews whatever the dtype
+                rio_io.write_cog(self.partial, self.cog_partial, self.o.compress, "AVERAGE")
                 rio_io.remove_quietly(self.partial)
                 rio_io.replace_atomic(self.cog_partial, self.out)
             else:  # canonical block order: a resumed run gives the same bytes
@@ -574,12 +636,16 @@ class Job:
             "model_hash": up.model_hash,
             "scale": up.scale,
             "bands": p.bands,
+            "bands_sr": p.sr_bands,
+            "bands_interpolated": p.interp_bands,
             "dtype": p.out_dtype,
             "input_size": [r.width, r.height],
             "output_size": [p.profile["width"], p.profile["height"]],
             "roi": [r.col_off, r.row_off, r.width, r.height],
             "crs": crs_text,
+            "value_mapping": self.pf.describe(),
             "value_contract": p.contract.describe(),
+            "warnings": self.pf.messages,
             "device": str(up.device),
             "precision": up.precision,
             "tile": up.tile,
@@ -608,6 +674,9 @@ class Job:
             "model_hash": summary["model_hash"],
             "scale": summary["scale"],
             "bands": self.plan.bands,
+            "bands_sr": self.plan.sr_bands,
+            "bands_interpolated": self.plan.interp_bands,
+            "value_mapping": self.plan.mapping.to_dict(),
             "value_contract": self.plan.contract.to_dict(),
             "consistency": self.cons_stats.summary(),
             "tiles": {

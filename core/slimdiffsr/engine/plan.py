@@ -1,16 +1,17 @@
 """Planning a run: which bands, which value mapping, which output layout, decided once.
 
 ``make_plan`` looks at the open input and the model once, before any tile is read, and returns a
-frozen :class:`Plan`: the bands fed to the model, the value contract fitted raster-wide (from an
-overview, never per tile), the tile grid and column chunks, the output profile, tags and the
-settings that key a resumable run. The tile loop (``engine.loop``) and the writer
-(``engine.writer``) only read it. No torch here: planning runs the same for every backend.
+frozen :class:`Plan`: the output bands (every input band but alpha, in input order, or those of
+``bands``), which of them the model super-resolves and which are upsampled bicubically, the value
+mapping onto the model's domain chosen raster-wide (from an overview, never per tile), the tile
+grid and column chunks, the output profile, tags and the settings that key a resumable run. The
+tile loop (``engine.loop``) and the writer (``engine.writer``) only read it. No torch here:
+planning runs the same for every backend.
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,19 @@ import numpy as np
 from rasterio.enums import ColorInterp
 
 from slimdiffsr import __version__
-from slimdiffsr.contract import ValueContract
+from slimdiffsr.contract import (
+    ANY,
+    ContractError,
+    Domain,
+    ValueContract,
+    ValueMapping,
+    choose_mapping,
+    override_mapping,
+)
 from slimdiffsr.engine import raster_io as rio_io
 from slimdiffsr.engine.manifest import input_identity
 from slimdiffsr.engine.tiling import Chunk, TileGrid, Window, column_chunks, output_block_size
-from slimdiffsr.errors import GeographicCRSWarning, InputError, ModelError
+from slimdiffsr.errors import InputError, ModelError
 
 ProgressFn = Callable[[int, int, str], None]
 CancelFn = Callable[[], bool]
@@ -49,7 +58,7 @@ class RunOptions:
     roi_window: tuple[int, int, int, int] | None = None
     roi_bounds: tuple[float, float, float, float] | None = None
     roi_crs: Any = None
-    value_contract: str | dict[str, Any] | ValueContract | None = None
+    value_contract: str | dict[str, Any] | ValueContract | None = None  # None/"auto": chosen
     out_dtype: str | None = None
     qa: bool = False
     qa_threshold: float = QA_THRESHOLD
@@ -59,22 +68,27 @@ class RunOptions:
     compress: str = "deflate"
     progress: ProgressFn | None = None
     cancel: CancelFn | None = None
+    on_preflight: Callable[[Any], None] | None = None  # gets the Preflight before the first tile
 
 
 @dataclass(frozen=True, eq=False)
 class Plan:
     """Everything decided before the first tile; read-only for the loop and the writer."""
 
-    bands: list[int]  # 1-based input bands fed to the model, in model order
+    bands: list[int]  # 1-based input bands read and written, in output order
+    sr_bands: list[int]  # the bands the model takes, in model order
+    sr_pos: list[int]  # their positions in ``bands``
+    interp_pos: list[int]  # positions in ``bands`` upsampled bicubically instead
     in_dtype: str
     out_dtype: str
     mask_kind: str  # "none" | "nodata" | "alpha" | "mask"
     region: Window
-    contract: ValueContract  # fitted: raster values <-> model units
-    value_range: np.ndarray  # per band, raster units spanned by model units [-1, 1]
+    domain: Domain
+    mapping: ValueMapping  # raster values <-> model units, chosen and fitted raster-wide
+    value_range: np.ndarray  # per output band, raster units of its typical range (QA scale)
     dn_scale: np.ndarray  # (C, 1, 1): model units -> raster values, times ...
-    dn_offset: np.ndarray  # (C, 1, 1): ... plus
-    fill_values: np.ndarray  # per band, for pixels with no valid neighbour
+    dn_offset: np.ndarray  # (C, 1, 1): ... plus (1 and 0 for interpolated bands)
+    fill_values: np.ndarray  # per output band, for pixels with no valid neighbour
     grid: TileGrid
     block: int
     strip_rows: int
@@ -82,9 +96,23 @@ class Plan:
     nodata: float | None
     alpha: bool
     meta: rio_io.BandMeta
+    band_tags: list[dict[str, str]]
     profile: dict[str, Any]
     tags: dict[str, str]
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def contract(self) -> ValueContract:
+        return self.mapping.contract
+
+    @property
+    def interp_bands(self) -> list[int]:
+        return [self.bands[i] for i in self.interp_pos]
+
+    @property
+    def clip_to_domain(self) -> bool:
+        """Whether model inputs outside [-1, 1] go through residual transfer (see loop)."""
+        return self.domain.kind != ANY
 
     @property
     def C(self) -> int:  # noqa: N802 - the band count, as in (C, H, W)
@@ -135,8 +163,9 @@ def select_bands(
     n = needed if needed is not None else len(candidates)
     if len(candidates) < n:
         raise InputError(
-            f"the model needs {n} bands ({', '.join(card_bands) or 'any'}), "
-            f"but {src.name} has {len(candidates)} usable band(s)"
+            f"{Path(str(src.name)).name} has {len(candidates)} usable band(s) but the model "
+            f"super-resolves {n} ({', '.join(card_bands) or 'any'}); choose {n} with --bands "
+            "(a band may repeat) or use the bicubic model"
         )
     return candidates[:n]
 
@@ -175,35 +204,91 @@ def _region(src: Any, o: RunOptions) -> Window:
     return rio_io.raster_window(src)
 
 
-def make_plan(src: Any, inp: Path, out: Path, up: Any, o: RunOptions) -> Plan:
-    """Decide bands, value mapping and output layout for ``src`` (open) with the engine ``up``."""
+def choose_bands(
+    src: Any, bands: Sequence[int] | None, card_bands: Sequence[str], needed: int | None
+) -> tuple[list[int], list[int]]:
+    """(output bands, model bands): every band but alpha in input order, the model's among them;
+    or the requested ``bands`` in their order, the first ``needed`` of them to the model."""
+    if bands:
+        bad = [b for b in bands if not 1 <= b <= src.count]
+        if bad:
+            raise InputError(f"band(s) {bad} requested but {src.name} has {src.count} bands")
+        out = list(bands)
+        if needed is not None and len(out) < needed:
+            raise ModelError(
+                f"the model super-resolves {needed} bands ({', '.join(card_bands) or 'any'}), "
+                f"but only {len(out)} were selected with --bands"
+            )
+        return out, out[:needed] if needed is not None else out
+    alpha = rio_io.alpha_band(src)
+    sr = select_bands(src, None, card_bands, needed)
+    out = [b for b in range(1, src.count + 1) if b != alpha]
+    return out, sr
+
+
+def _band_scale(src: Any, bands: list[int]) -> tuple[float | None, float | None]:
+    """The raster's own ``DN * scale + offset`` when all model bands share one."""
+    scales = {float(src.scales[b - 1]) for b in bands}
+    offsets = {float(src.offsets[b - 1]) for b in bands}
+    if len(scales) == 1 and len(offsets) == 1:
+        return scales.pop(), offsets.pop()
+    return None, None
+
+
+def _mapping(
+    src: Any, o: RunOptions, card: Any, domain: Domain, in_dtype: str, sample: Any
+) -> ValueMapping:
+    vc = o.value_contract
+    if vc is None or (isinstance(vc, str) and vc.strip().lower() in ("", "auto")):
+        scale, offset = _band_scale(src, sample[2])
+        try:
+            return choose_mapping(in_dtype, sample[0], sample[1], domain, scale, offset)
+        except ContractError as e:
+            raise ContractError(f"{Path(str(src.name)).name}: {e}") from e
+    contract = resolve_contract(vc, card, in_dtype)
+    if not contract.fitted:
+        contract = contract.fit(sample[0], sample[1])
+    return override_mapping(contract, in_dtype)
+
+
+def make_plan(src: Any, inp: Path, out: Path | None, up: Any, o: RunOptions) -> Plan:
+    """Decide bands, value mapping and output layout for ``src`` (open) with the engine ``up``.
+
+    ``out`` None plans without checking the output folder's free space (a preflight).
+    """
     in_dtype = rio_io.check_dtype(src)
     card = up.card
-    bands = select_bands(src, o.bands, card.bands if card else [], up.in_bands)
+    domain = Domain.of_card(card)
+    bands, sr_bands = choose_bands(src, o.bands, card.bands if card else [], up.in_bands)
     C = len(bands)
+    sr_pos = [bands.index(b) for b in sr_bands]
+    interp_pos = [i for i in range(C) if i not in sr_pos]
     mask_kind = rio_io.mask_kind(src, bands)
     out_dtype = _out_dtype(o.out_dtype, in_dtype)
     region = _region(src, o)
-    if src.crs is not None and src.crs.is_geographic:
-        warnings.warn(
-            f"{inp.name} is in a geographic CRS ({src.crs.to_string()}): its pixels are "
-            "not square on the ground; consider reprojecting to a projected CRS first",
-            GeographicCRSWarning,
-            stacklevel=4,
-        )
-    # value contract, fitted once per raster; nodata fill values from the same overview
-    contract = resolve_contract(o.value_contract, card, in_dtype)
-    need_sample = not contract.fitted or mask_kind != "none" or in_dtype[0] == "f"
-    sample = rio_io.read_overview(src, bands) if need_sample else None
-    if sample is not None and not contract.fitted:
-        contract = contract.fit(sample[0], sample[1])
-    lo = contract.from_model(-np.ones((C, 1, 1), np.float32), "float32").ravel()
-    hi = contract.from_model(np.ones((C, 1, 1), np.float32), "float32").ravel()
+    # the value mapping, chosen once per raster from an overview; fill values from the same
+    data, valid = rio_io.read_overview(src, bands)
+    mapping = _mapping(src, o, card, domain, in_dtype, (data[sr_pos], valid, sr_bands))
+    lo = np.zeros(C, np.float64)
+    hi = np.zeros(C, np.float64)
+    ones = np.ones((len(sr_pos), 1, 1), np.float32)
+    lo[sr_pos] = mapping.contract.from_model(-ones, "float32").ravel()
+    hi[sr_pos] = mapping.contract.from_model(ones, "float32").ravel()
+    dn_scale = np.ones(C, np.float32)
+    dn_offset = np.zeros(C, np.float32)
+    dn_scale[sr_pos] = (hi[sr_pos] - lo[sr_pos]) / 2
+    dn_offset[sr_pos] = (hi[sr_pos] + lo[sr_pos]) / 2
     fill_values = (lo + hi) / 2
-    if sample is not None and sample[1].any():
-        fill_values = np.array(
-            [float(sample[0][b][sample[1]].astype(np.float64).mean()) for b in range(C)]
-        )
+    value_range = hi - lo
+    if valid.any():
+        for b in range(C):
+            v = data[b][valid].astype(np.float64)
+            v = v[np.isfinite(v)]
+            if v.size:
+                fill_values[b] = float(v.mean())
+                if b in interp_pos:
+                    p1, p99 = np.percentile(v, [1, 99])
+                    value_range[b] = p99 - p1
     # output layout
     s = up.scale
     grid = TileGrid(region, up.tile, up.overlap, s, up.margin)
@@ -214,6 +299,17 @@ def make_plan(src: Any, inp: Path, out: Path, up: Any, o: RunOptions) -> Plan:
     nodata = src.nodata if mask_kind == "nodata" else None
     alpha = mask_kind == "alpha"
     meta = rio_io.BandMeta.of(src, bands)
+    methods = ["bicubic" if i in interp_pos else "super-resolved" for i in range(C)]
+    meta = rio_io.BandMeta(
+        tuple(d or f"band {b} ({m})" for d, b, m in zip(meta.descriptions, bands, methods)),
+        meta.colorinterp,
+        meta.scales,
+        meta.offsets,
+        meta.units,
+    )
+    band_tags = [
+        {"SLIMDIFFSR_METHOD": m, "SLIMDIFFSR_SOURCE_BAND": str(b)} for b, m in zip(bands, methods)
+    ]
     count = C + (1 if alpha else 0)
     profile = rio_io.output_profile(
         src,
@@ -227,14 +323,16 @@ def make_plan(src: Any, inp: Path, out: Path, up: Any, o: RunOptions) -> Plan:
         photometric=rio_io.photometric_for(meta, out_dtype),
         alpha=alpha,
     )
-    unc = rio_io.estimate_bytes(profile["width"], profile["height"], count, out_dtype)
-    rio_io.check_free_space(out.parent, unc, o.compress != "none", o.cog)
+    if out is not None:
+        unc = rio_io.estimate_bytes(profile["width"], profile["height"], count, out_dtype)
+        rio_io.check_free_space(out.parent, unc, o.compress != "none", o.cog)
     settings = {
         "input": input_identity(inp),
         "model": up.model_name,
         "model_hash": up.model_hash,
         "scale": s,
         "bands": bands,
+        "bands_sr": sr_bands,
         "tile": up.tile,
         "overlap": up.overlap,
         "halo": up.halo,
@@ -242,24 +340,29 @@ def make_plan(src: Any, inp: Path, out: Path, up: Any, o: RunOptions) -> Plan:
         "precision": up.precision,
         "consistency": [up.consistency, up.consistency_iterations],
         "region": region.key(),
-        "contract": contract.to_dict(),
+        "mapping": mapping.to_dict(),
         "out_dtype": out_dtype,
         "compress": o.compress,
         "chunks": [(c.x0, c.x1) for c in chunks],
         "qa": bool(o.qa),
         "version": __version__,
     }
-    tags = _tags(src, inp, up, bands, contract, region)
+    interp = [bands[i] for i in interp_pos]
+    tags = _tags(src, inp, up, bands, sr_bands, interp, mapping, region)
     return Plan(
         bands=bands,
+        sr_bands=sr_bands,
+        sr_pos=sr_pos,
+        interp_pos=interp_pos,
         in_dtype=in_dtype,
         out_dtype=out_dtype,
         mask_kind=mask_kind,
         region=region,
-        contract=contract,
-        value_range=np.maximum(hi - lo, 1e-12),
-        dn_scale=((hi - lo) / 2).astype(np.float32).reshape(-1, 1, 1),
-        dn_offset=((hi + lo) / 2).astype(np.float32).reshape(-1, 1, 1),
+        domain=domain,
+        mapping=mapping,
+        value_range=np.maximum(value_range, 1e-12),
+        dn_scale=dn_scale.reshape(-1, 1, 1),
+        dn_offset=dn_offset.reshape(-1, 1, 1),
         fill_values=fill_values,
         grid=grid,
         block=block,
@@ -268,6 +371,7 @@ def make_plan(src: Any, inp: Path, out: Path, up: Any, o: RunOptions) -> Plan:
         nodata=nodata,
         alpha=alpha,
         meta=meta,
+        band_tags=band_tags,
         profile=profile,
         tags=tags,
         settings=settings,
@@ -275,8 +379,16 @@ def make_plan(src: Any, inp: Path, out: Path, up: Any, o: RunOptions) -> Plan:
 
 
 def _tags(
-    src: Any, inp: Path, up: Any, bands: list[int], contract: ValueContract, r: Window
+    src: Any,
+    inp: Path,
+    up: Any,
+    bands: list[int],
+    sr_bands: list[int],
+    interp: list[int],
+    mapping: ValueMapping,
+    r: Window,
 ) -> dict[str, str]:
+    join = lambda bs: ",".join(str(b) for b in bs)  # noqa: E731
     tags = {k: v for k, v in src.tags().items() if not k.startswith("TIFFTAG_")}
     tags.update(
         {
@@ -290,8 +402,11 @@ def _tags(
             "SLIMDIFFSR_HALO": str(up.halo),
             "SLIMDIFFSR_PRECISION": up.precision,
             "SLIMDIFFSR_LR_CONSISTENCY": "enforced" if up.consistency else "off",
-            "SLIMDIFFSR_BANDS": ",".join(str(b) for b in bands),
-            "SLIMDIFFSR_VALUE_CONTRACT": json.dumps(contract.to_dict()),
+            "SLIMDIFFSR_BANDS": join(bands),
+            "SLIMDIFFSR_BANDS_SR": join(sr_bands),
+            "SLIMDIFFSR_BANDS_INTERPOLATED": join(interp),
+            "SLIMDIFFSR_VALUE_MAPPING": mapping.sentence,
+            "SLIMDIFFSR_VALUE_CONTRACT": json.dumps(mapping.contract.to_dict()),
             "SLIMDIFFSR_SOURCE": inp.name,
             "SLIMDIFFSR_ROI": f"{r.col_off},{r.row_off},{r.width},{r.height}",
         }

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,6 +21,7 @@ import torch
 
 from slimdiffsr.contract import ValueContract
 from slimdiffsr.devices import PRECISIONS, precision_dtype, resolve_device
+from slimdiffsr.engine import raster_io as rio_io
 from slimdiffsr.engine.loop import GDAL_CACHE_MB, Job, UpscaleResult
 from slimdiffsr.engine.plan import (
     QA_THRESHOLD,
@@ -31,6 +32,8 @@ from slimdiffsr.engine.plan import (
     resolve_contract,
     select_bands,
 )
+from slimdiffsr.engine.preflight import Preflight
+from slimdiffsr.engine.preflight import preflight as run_preflight
 from slimdiffsr.engine.qa import enforce_lr_consistency
 from slimdiffsr.engine.tiling import DEFAULT_MARGIN, DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling
 from slimdiffsr.engine.writer import fill_invalid
@@ -40,6 +43,7 @@ __all__ = [
     "GDAL_CACHE_MB",
     "CancelFn",
     "Feedback",
+    "Preflight",
     "ProgressFn",
     "UpscaleResult",
     "Upscaler",
@@ -195,6 +199,7 @@ class Upscaler:
         progress: ProgressFn | None = None,
         cancel: CancelFn | None = None,
         feedback: Feedback | None = None,
+        on_preflight: Callable[[Preflight], None] | None = None,
     ) -> UpscaleResult:
         """Super-resolve ``input`` into the GeoTIFF ``output``; see :func:`upscale`."""
         if feedback is not None:
@@ -215,9 +220,40 @@ class Upscaler:
             compress=compress,
             progress=progress,
             cancel=cancel,
+            on_preflight=on_preflight,
         )
         job = Job(self, Path(input), Path(output), options)
         return job.execute()
+
+    def preflight(
+        self,
+        input: str | Path,
+        output: str | Path | None = None,
+        *,
+        bands: Sequence[int] | None = None,
+        roi_window: tuple[int, int, int, int] | None = None,
+        roi_bounds: tuple[float, float, float, float] | None = None,
+        roi_crs: Any = None,
+        value_contract: str | dict[str, Any] | ValueContract | None = None,
+        out_dtype: str | None = None,
+        **_: Any,
+    ) -> Preflight:
+        """Plan ``input`` without running it: the value mapping's sentence, bands, warnings.
+
+        Takes the parameters of :meth:`run` (those that do not affect the plan are ignored);
+        refusals raise the same errors a run would.
+        """
+        options = RunOptions(
+            bands=tuple(bands) if bands else None,
+            roi_window=roi_window,
+            roi_bounds=roi_bounds,
+            roi_crs=roi_crs,
+            value_contract=value_contract,
+            out_dtype=out_dtype,
+        )
+        inp = Path(input)
+        with rio_io.open_input(inp) as src:
+            return run_preflight(src, inp, Path(output) if output else None, self, options)
 
 
 def upscale(
@@ -248,16 +284,23 @@ def upscale(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     feedback: Feedback | None = None,
+    on_preflight: Callable[[Preflight], None] | None = None,
 ) -> UpscaleResult:
     """Super-resolve a raster into a GeoTIFF aligned with it; returns an :class:`UpscaleResult`.
 
-    - ``bands``: 1-based input bands in model order (default: the model card's bands matched to
-      the colour interpretation, else the first non-alpha bands).
+    - ``input``: a raster, or a Sentinel-2 ``.SAFE`` folder/zip or Landsat C2 L2 folder/MTL file.
+    - ``bands``: 1-based input bands to keep, in output order; the first ones (as many as the
+      model takes) are super-resolved, the rest upsampled bicubically. Default: every band but
+      alpha in input order, the model card's bands (matched by colour interpretation, else the
+      first non-alpha bands) super-resolved and the others (near-infrared, SWIR, ...) bicubic.
     - ``roi_window`` ``(col_off, row_off, width, height)`` in pixels, or ``roi_bounds``
       ``(xmin, ymin, xmax, ymax)`` in the raster's CRS (or ``roi_crs``).
-    - ``value_contract``: ``fixed:0:10000``, ``percentile:2:98``, a dict or a ValueContract;
-      default from the model card, else the dtype's natural range. Percentiles are computed once
-      per raster from an overview.
+    - ``value_contract``: None or ``auto`` picks the mapping onto the model card's domain from an
+      overview (uint8 as is, reflectance x 10,000 or floats in 0..~1.5 as reflectance, other
+      ranges by a raster-wide percentile stretch); or ``fixed:0:10000``, ``percentile:2:98``, a
+      dict or a ValueContract. Nothing is clipped either way (see ``engine.loop``).
+    - ``on_preflight(preflight)`` is called once before the first tile with the plan and its
+      one-sentence description (``preflight.describe()``).
     - ``out_dtype``: None keeps the input dtype; ``float32`` writes unrounded values.
     - ``qa``: also write ``<out>_qa.tif`` (|down(SR) - LR| per band on the input grid) and
       ``<out>_qa.json``. ``consistency`` enforces down(SR) ~ LR per tile.
@@ -293,4 +336,5 @@ def upscale(
         progress=progress,
         cancel=cancel,
         feedback=feedback,
+        on_preflight=on_preflight,
     )

@@ -59,10 +59,9 @@ class Writer:
 
     def to_dn(self, x: np.ndarray) -> np.ndarray:
         """Model units -> output values, in place on the (released) strip rows: the plan's
-        affine map per band, then rounding and the output dtype's range (nothing else)."""
+        affine map per band, then rounding and the output dtype's range. Never clipped to the
+        model's domain: values outside it keep their meaning."""
         p = self.plan
-        if p.contract.clip:
-            np.clip(x, -1.0, 1.0, out=x)
         x *= p.dn_scale
         x += p.dn_offset
         dt = np.dtype(p.out_dtype)
