@@ -401,8 +401,21 @@ class Results:
         def clean(v: float) -> float | str:
             return v if math.isfinite(v) else str(v)
 
+        by_sensor_means = {}
+        groups = self.info.get("sensors") or {}
+        for g in dict.fromkeys(groups.values()):
+            by_sensor_means[g] = {}
+            for m, rows in self.per_image.items():
+                sel = [v for i, v in rows.items() if groups.get(i) == g]
+                cols = {c for v in sel for c in v}
+                by_sensor_means[g][m] = {
+                    c: float(np.mean([v[c] for v in sel if c in v and math.isfinite(v[c])]))
+                    for c in sorted(cols)
+                    if any(c in v and math.isfinite(v[c]) for v in sel)
+                }
         return {
             **self.info,
+            "by_sensor": by_sensor_means,
             "metrics": self.metrics,
             "lower_is_better": sorted(c for c in self.columns() if c in LOWER_BETTER),
             "skipped": self.skipped,
@@ -494,6 +507,18 @@ def _note_errors(res: Results, scorer: Scorer) -> None:
         res.notes.append(f"{m} could not score some images (nan, left out of the mean): {err}")
 
 
+SENSORS = {"landsat8": "Landsat-8 (30 m)", "naip": "NAIP (1 m)", "neon": "NEON aerial (0.1 m)"}
+
+
+def sensor_of(path: Path) -> str:
+    """The sensor group of an image, from its path (``SENSORS`` folders), else its folder."""
+    parts = [q.lower() for q in Path(path).parts]
+    for key, label in SENSORS.items():
+        if key in parts or any(q.startswith(key) for q in parts[-1:]):
+            return label
+    return Path(path).parent.name
+
+
 def _image_keys(files: Sequence[Path]) -> list[str]:
     """File stems, prefixed by the parent folder where two files share a stem."""
     stems = [f.stem for f in files]
@@ -543,8 +568,17 @@ def evaluate_models(
     )
     samples: list[Sample] = []
     keys = _image_keys(files)
+    res.info["sensors"] = {keys[k]: sensor_of(f) for k, f in enumerate(files)}
+    floats = False
     for k, f in enumerate(files):
-        r = read_raster(f, bands, contract)
+        import rasterio
+
+        with rasterio.open(f) as src:
+            is_float = np.dtype(src.dtypes[0]).kind == "f"
+        # a float raster is already in [0, 1] (e.g. the Landsat-8 VRTs of the training split,
+        # which carry the raster-wide percentile mapping): the card's integer contract is not for it
+        r = read_raster(f, bands, None if is_float else contract)
+        floats = floats or is_float
         hr = centre_crop(r.unit, a.max_size, a.scale)
         gen = torch.Generator().manual_seed(a.seed + k)
         lr = degrade(torch.from_numpy(hr)[None], a.scale, cfg, gen)[0].numpy()
@@ -555,7 +589,9 @@ def evaluate_models(
             sr = to_dtype_grid(sr, r)
             if label == "bicubic":
                 lr_up = sr
-            vals = scorer.score(sr, hr, lr, lr_up, r.value_range)
+            # consistency in 8-bit DN: integer rasters by their contract, [0, 1] floats x 255
+            vr = 255.0 if is_float else r.value_range
+            vals = scorer.score(sr, hr, lr, lr_up, vr)
             vals["seconds"] = dt
             res.add(label, keys[k], vals)
             if k < a.report_images:
@@ -565,8 +601,24 @@ def evaluate_models(
                 echo(f"[{k + 1}/{len(files)}] {keys[k]} {label}: {shown}")
         if k < a.report_images:
             samples.append(Sample(keys[k], hr, lr, srs))
+    if floats:
+        res.notes.append("float rasters are read as [0, 1]; their consistency is x 255 (8-bit DN)")
     _note_errors(res, scorer)
     return res, samples
+
+
+def by_sensor(res: Results) -> dict[str, Results]:
+    """Split the results by sensor group (``res.info['sensors']``), keeping method order."""
+    groups = res.info.get("sensors") or {}
+    out: dict[str, Results] = {}
+    for g in dict.fromkeys(groups.values()):
+        sub = Results(res.metrics)
+        for method, rows in res.per_image.items():
+            for img, vals in rows.items():
+                if groups.get(img) == g:
+                    sub.add(method, img, vals)
+        out[g] = sub
+    return out
 
 
 def _by_stem(folder: str) -> dict[str, Path]:
@@ -800,6 +852,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print()
     print(format_table(res))
+    groups = by_sensor(res)
+    if len(groups) > 1:
+        for g, sub in groups.items():
+            print(f"\nby sensor: {g} ({len(next(iter(sub.per_image.values())))} images)")
+            print(format_table(sub))
     for n in res.notes:
         print(f"note: {n}")
     for m, why in res.skipped.items():
