@@ -12,9 +12,11 @@ algorithm turns it into a ``QgsProcessingException`` unchanged.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import protocol
+from .translation import tr
 
 
 def _plugin_version() -> str:
@@ -48,15 +51,21 @@ PLUGIN_VERSION = _plugin_version()
 ENV_PYTHON = "SLIMDIFFSR_PYTHON"
 ENV_MODELS = "SLIMDIFFSR_MODELS"
 
-SETUP_HINT = (
-    "Create the backend with `bash scripts/setup_backend.sh` in a SlimDiffSR checkout (or install "
-    "the slimdiffsr package with PyTorch into any Python 3.10-3.13), then point the plugin at "
-    "that environment's Python in Raster > SlimDiffSR > Backend settings and check, or set the "
-    f"environment variable {ENV_PYTHON}."
-)
+
+def setup_hint() -> str:
+    """How to get a working backend: the last sentence of every set-up message."""
+    return tr(
+        "Create the backend with `bash scripts/setup_backend.sh` in a SlimDiffSR checkout (or "
+        "`bash scripts/setup_backend.sh --runtime onnx` for the light ONNX Runtime backend), then "
+        "point the plugin at that environment's Python in Raster > SlimDiffSR > Backend settings "
+        "and check..., or set the environment variable {}."
+    ).format(ENV_PYTHON)
+
+
+SETUP_HINT = setup_hint()  # English, for code that formats it without a QGIS application
 
 HELLO_TIMEOUT_S = 60.0  # the worker answers before importing torch; this covers a cold disk
-CANCEL_GRACE_S = 15.0  # time the worker gets to stop at the next tile before it is terminated
+CANCEL_GRACE_S = 1.2  # time the worker gets to stop between tiles before it is killed
 STOP_GRACE_S = 5.0
 
 Log = Callable[[str], None]
@@ -72,10 +81,10 @@ class BackendError(Exception):
 
 
 class BackendCancelled(BackendError):
-    """The run was cancelled; the worker removed its temporary output."""
+    """The run was cancelled; no output is left behind."""
 
-    def __init__(self, message: str = "Cancelled; no output was written.") -> None:
-        super().__init__(message, kind="cancelled")
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or tr("Cancelled; no output was written."), kind="cancelled")
 
 
 # -- discovery ---------------------------------------------------------------------------------
@@ -119,11 +128,11 @@ _current_ok: dict[str, bool] = {}
 
 
 def _imports_backend(python: str) -> bool:
-    """True when ``python`` can import the worker and torch (checked once per interpreter)."""
+    """True when ``python`` can import the worker (checked once per interpreter)."""
     if python not in _current_ok:
         try:
             r = subprocess.run(
-                [python, "-c", "import torch, slimdiffsr.worker"],
+                [python, "-c", "import slimdiffsr.worker"],
                 cwd=tempfile.gettempdir(),  # not the plugins folder, whose package is `slimdiffsr`
                 env=_child_env(inherit_pythonpath=True),
                 stdin=subprocess.DEVNULL,
@@ -145,10 +154,16 @@ def _explicit(path: str, source: str) -> BackendLocation:
                 return BackendLocation(str(cand), source)
     if not p.is_file():
         raise BackendError(
-            f"The SlimDiffSR backend Python set by {source} does not exist: {p}. {SETUP_HINT}"
+            tr("The SlimDiffSR backend Python set by {} does not exist: {}. {}").format(
+                source, p, setup_hint()
+            ),
+            kind="setup",
         )
     if not os.access(p, os.X_OK):
-        raise BackendError(f"The SlimDiffSR backend Python set by {source} is not executable: {p}.")
+        raise BackendError(
+            tr("The SlimDiffSR backend Python set by {} is not executable: {}.").format(source, p),
+            kind="setup",
+        )
     return BackendLocation(str(p), source)
 
 
@@ -169,21 +184,28 @@ def find_backend(
         python_setting = settings.backend_python() if python_setting is None else python_setting
         project_setting = settings.project_path() if project_setting is None else project_setting
     if env.get(ENV_PYTHON, "").strip():
-        return _explicit(env[ENV_PYTHON].strip(), f"the environment variable {ENV_PYTHON}")
+        return _explicit(
+            env[ENV_PYTHON].strip(), tr("the environment variable {}").format(ENV_PYTHON)
+        )
     if python_setting:
-        return _explicit(python_setting, "the plugin setting 'Backend Python'")
+        return _explicit(python_setting, tr("the plugin setting 'Backend Python'"))
     if project_setting:
         cand = venv_python(Path(project_setting).expanduser() / ".venv")
         if not cand.is_file():
             raise BackendError(
-                f"The SlimDiffSR project folder {project_setting} has no backend environment "
-                f"({cand} is missing). Run `bash scripts/setup_backend.sh` there."
+                tr(
+                    "The SlimDiffSR project folder {} has no backend environment ({} is "
+                    "missing). Run `bash scripts/setup_backend.sh` there."
+                ).format(project_setting, cand),
+                kind="setup",
             )
-        return BackendLocation(str(cand), f"the project folder {project_setting}")
+        return BackendLocation(str(cand), tr("the project folder {}").format(project_setting))
     here = current_python()
     if here and _imports_backend(here):
-        return BackendLocation(here, "QGIS's own Python", inherit_pythonpath=True)
-    raise BackendError(f"No SlimDiffSR backend is configured. {SETUP_HINT}")
+        return BackendLocation(here, tr("QGIS's own Python"), inherit_pythonpath=True)
+    raise BackendError(
+        tr("No SlimDiffSR backend is configured. {}").format(setup_hint()), kind="setup"
+    )
 
 
 # -- the worker process ------------------------------------------------------------------------
@@ -219,13 +241,15 @@ class Worker:
     """One ``python -m slimdiffsr.worker`` process, spoken to in JSON lines.
 
     Use as a context manager: leaving it always stops the process (shutdown, then terminate,
-    then kill), so no orphan keeps a GPU busy after QGIS forgot about it.
+    then kill), so no orphan keeps a GPU busy after QGIS forgot about it. The plugin keeps one
+    started worker between runs (:func:`shared_worker`); ``log`` is swapped per run.
     """
 
     location: BackendLocation
     log: Log | None = None
     models_dir: str | None = None
     hello: dict[str, Any] = field(default_factory=dict)
+    busy: bool = False  # a request was sent and its final answer has not arrived
     _proc: subprocess.Popen[str] | None = None
     _lines: queue.Queue[_Line] = field(default_factory=queue.Queue)
     _stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
@@ -251,8 +275,10 @@ class Worker:
             )
         except OSError as e:
             raise BackendError(
-                f"Could not start the SlimDiffSR backend {self.location.python} "
-                f"(found via {self.location.source}): {e.strerror or e}. {SETUP_HINT}"
+                tr("Could not start the SlimDiffSR backend {} (found via {}): {}. {}").format(
+                    self.location.python, self.location.source, e.strerror or e, setup_hint()
+                ),
+                kind="setup",
             ) from e
         for name, stream in (("out", self._proc.stdout), ("err", self._proc.stderr)):
             t = threading.Thread(
@@ -276,15 +302,18 @@ class Worker:
         if proc is None:
             return
         if proc.poll() is None:
-            try:
-                self._send({"type": "shutdown"})
-            except BackendError:
-                pass
-            self._close_stdin()
-            try:
-                proc.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                self.terminate()
+            if self.busy:  # it would finish its job first: nobody wants that result any more
+                self.kill()
+            else:
+                try:
+                    self._send({"type": "shutdown"})
+                except BackendError:
+                    pass
+                self._close_stdin()
+                try:
+                    proc.wait(STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    self.terminate()
         for t in self._pumps:  # they end at EOF, which the exit just caused
             t.join(1.0)
         self._drain_stderr()
@@ -307,6 +336,18 @@ class Worker:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(STOP_GRACE_S)
+
+    def kill(self) -> None:
+        """Stop the worker at once (SIGKILL): a cancel it did not honour in time."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        self._close_stdin()
+        proc.kill()
+        try:
+            proc.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
 
     def __enter__(self) -> Worker:
         return self.start() if self._proc is None else self
@@ -334,12 +375,14 @@ class Worker:
     def _send(self, msg: dict[str, Any]) -> None:
         proc = self._proc
         if proc is None or proc.stdin is None or proc.stdin.closed or proc.poll() is not None:
-            raise BackendError("The SlimDiffSR backend is not running.")
+            raise BackendError(tr("The SlimDiffSR backend is not running."))
         try:
             proc.stdin.write(protocol.encode(msg))
             proc.stdin.flush()
         except (OSError, ValueError) as e:  # broken pipe: the worker died
-            raise BackendError(f"The SlimDiffSR backend stopped accepting requests ({e}).") from e
+            raise BackendError(
+                tr("The SlimDiffSR backend stopped accepting requests ({}).").format(e)
+            ) from e
 
     def _emit_log(self, text: str) -> None:
         text = text.split("\r")[-1]  # progress bars redraw with \r: keep the last state
@@ -376,6 +419,7 @@ class Worker:
                     continue
                 return msg
             elif item.stream == "eof-out":
+                self._lines.put(item)  # every later read sees the death too
                 raise self._death_error()
 
     def _death_error(self) -> BackendError:
@@ -407,25 +451,48 @@ class Worker:
                 name = f"signal {-code}"
             if -code == signal.SIGKILL:
                 return BackendError(
-                    "The SlimDiffSR backend was killed (SIGKILL) while working; this is most "
-                    "likely the system running out of memory. Try a smaller tile size, fp16 "
-                    "precision, or a smaller extent.",
+                    tr(
+                        "The SlimDiffSR backend was killed (SIGKILL) while working; this is most "
+                        "likely the system running out of memory. Try a smaller tile size, fp16 "
+                        "precision, or a smaller extent."
+                    ),
                     kind="memory",
                     detail=tail,
                 )
             return BackendError(
-                f"The SlimDiffSR backend was stopped by {name}.", kind="backend", detail=tail
-            )
-        if not self.hello:
-            why = f": {last}" if last else ""
-            return BackendError(
-                f"The SlimDiffSR backend at {self.location.python} (found via "
-                f"{self.location.source}) did not start (exit code {code}){why}. {SETUP_HINT}",
+                tr("The SlimDiffSR backend was stopped by {}.").format(name),
+                kind="backend",
                 detail=tail,
             )
-        why = f" Last message: {last}" if last else ""
+        if not self.hello:
+            missing = missing_package(tail)
+            if missing == "slimdiffsr":
+                return BackendError(
+                    tr(
+                        "The Python at {} (found via {}) does not have SlimDiffSR installed. "
+                        "Install it there (`{} -m pip install slimdiffsr`) or choose the Python "
+                        "of a SlimDiffSR backend. {}"
+                    ).format(
+                        self.location.python,
+                        self.location.source,
+                        self.location.python,
+                        setup_hint(),
+                    ),
+                    kind="setup",
+                    detail=tail,
+                )
+            why = f": {last}" if last else ""
+            return BackendError(
+                tr(
+                    "The SlimDiffSR backend at {} (found via {}) did not start (exit code {}){}. {}"
+                ).format(self.location.python, self.location.source, code, why, setup_hint()),
+                kind="setup",
+                detail=tail,
+            )
+        why = tr(" Last message: {}").format(last) if last else ""
         return BackendError(
-            f"The SlimDiffSR backend stopped unexpectedly (exit code {code}).{why}", detail=tail
+            tr("The SlimDiffSR backend stopped unexpectedly (exit code {}).{}").format(code, why),
+            detail=tail,
         )
 
     def _handshake(self) -> None:
@@ -433,29 +500,44 @@ class Worker:
         if msg is None:
             self.terminate()
             raise BackendError(
-                f"The SlimDiffSR backend at {self.location.python} did not answer within "
-                f"{HELLO_TIMEOUT_S:.0f} s. {SETUP_HINT}"
+                tr("The SlimDiffSR backend at {} did not answer within {:.0f} s. {}").format(
+                    self.location.python, HELLO_TIMEOUT_S, setup_hint()
+                ),
+                kind="setup",
             )
         if msg.get("type") != "hello":
             self.terminate()
             raise BackendError(
-                f"{self.location.python} does not speak the SlimDiffSR worker protocol "
-                f"(first message: {str(msg)[:200]})."
+                tr("{} does not speak the SlimDiffSR worker protocol (first message: {}).").format(
+                    self.location.python, str(msg)[:200]
+                ),
+                kind="setup",
             )
         theirs = msg.get("protocol")
         if theirs != protocol.PROTOCOL_VERSION:
             self.terminate()
             raise BackendError(
-                f"The SlimDiffSR backend {msg.get('version', '?')} speaks worker protocol "
-                f"{theirs}, but this plugin ({PLUGIN_VERSION}) needs protocol "
-                f"{protocol.PROTOCOL_VERSION}. Update the plugin and the backend to matching "
-                "versions.",
+                tr(
+                    "The SlimDiffSR backend {} speaks worker protocol {}, but this plugin ({}) "
+                    "needs protocol {}. Update the plugin and the backend to matching versions "
+                    "(in the backend: `{} -m pip install --upgrade slimdiffsr`, or pull the "
+                    "checkout and rerun `bash scripts/setup_backend.sh`)."
+                ).format(
+                    msg.get("version", "?"),
+                    theirs,
+                    PLUGIN_VERSION,
+                    protocol.PROTOCOL_VERSION,
+                    self.location.python,
+                ),
+                kind="version",
             )
         self.hello = msg
         if _minor(str(msg.get("version", ""))) != _minor(PLUGIN_VERSION) and self.log:
             self.log(
-                f"Note: backend version {msg.get('version')} differs from plugin version "
-                f"{PLUGIN_VERSION}; the protocol matches, so they work together."
+                tr(
+                    "Note: backend version {} differs from plugin version {}; the protocol "
+                    "matches, so they work together."
+                ).format(msg.get("version"), PLUGIN_VERSION)
             )
 
     # requests --------------------------------------------------------------------------------
@@ -468,11 +550,13 @@ class Worker:
     ) -> dict[str, Any]:
         """Send one request and return its final answer; events go to ``on_event``.
 
-        Cancellation: once ``is_canceled()`` turns true a cancel request is sent; if the worker
-        has not answered within CANCEL_GRACE_S it is terminated. Either way BackendCancelled.
+        Cancellation: once ``is_canceled()`` turns true a cancel request is sent; the worker
+        stops between tiles. If it has not answered within CANCEL_GRACE_S it is killed (the
+        caller removes what it left). Either way BackendCancelled.
         """
         rid = str(next(self._ids))
         self._send({**msg, "id": rid})
+        self.busy = True
         cancel_sent_at: float | None = None
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -483,16 +567,21 @@ class Worker:
                 except BackendError:
                     pass
             if cancel_sent_at is not None and time.monotonic() - cancel_sent_at > CANCEL_GRACE_S:
-                self.terminate()
+                self.kill()
+                self.busy = False
                 raise BackendCancelled()
             if deadline is not None and time.monotonic() > deadline:
                 self.terminate()
+                self.busy = False
                 raise BackendError(
-                    f"The SlimDiffSR backend did not answer a {msg.get('type')} request in time."
+                    tr("The SlimDiffSR backend did not answer a {} request in time.").format(
+                        msg.get("type")
+                    )
                 )
             try:
-                reply = self._next_message(0.1)
+                reply = self._next_message(0.05)
             except BackendError:
+                self.busy = False
                 if cancel_sent_at is not None:
                     raise BackendCancelled() from None
                 raise
@@ -500,15 +589,17 @@ class Worker:
                 continue
             kind = reply.get("type")
             if kind == "error":
+                self.busy = False
                 if reply.get("kind") == "cancelled" or cancel_sent_at is not None:
                     raise BackendCancelled()
-                raise worker_error(reply)
+                raise worker_error(reply, self.location)
             if kind in ("progress", "log"):
                 if on_event is not None:
                     on_event(reply)
                 continue
             if kind == "hello":
                 continue
+            self.busy = False
             return reply
 
 
@@ -516,27 +607,156 @@ def _minor(version: str) -> str:
     return ".".join(version.split(".")[:2])
 
 
-_KIND_TEXT = {
-    "input": "SlimDiffSR cannot run with this input or these settings: {m}",
-    "model": "The model cannot be used: {m}",
-    "device": "The chosen device is not available: {m} Choose DEVICE 'auto' or 'cpu'.",
-    "memory": (
-        "The backend ran out of memory: {m} Try a smaller tile size, fp16 precision, a smaller "
-        "extent or the CPU."
-    ),
-    "disk": "The output could not be written: {m} Check the folder exists, is writable and has space.",
-    "internal": "The SlimDiffSR backend failed unexpectedly: {m} See the log for details.",
-}
+_MISSING = re.compile(r"No module named '([A-Za-z0-9_]+)")
 
 
-def worker_error(reply: dict[str, Any]) -> BackendError:
+def missing_package(text: str) -> str | None:
+    """The top-level package a ModuleNotFoundError in ``text`` names, if any."""
+    hit = _MISSING.search(text or "")
+    return hit.group(1).split(".")[0] if hit else None
+
+
+def runtime_hint(location: BackendLocation | None) -> str:
+    """What to install when the backend has no inference runtime (neither torch nor ORT)."""
+    py = location.python if location else "python"
+    return tr(
+        "The SlimDiffSR backend{} has no inference runtime: neither PyTorch (package torch) nor "
+        "ONNX Runtime (package onnxruntime) is installed. Install one: `bash "
+        "scripts/setup_backend.sh` (PyTorch, GPU capable), `bash scripts/setup_backend.sh "
+        "--runtime onnx` (light, CPU), or `{} -m pip install onnxruntime` into the backend."
+    ).format(tr(" at {}").format(location.python) if location else "", py)
+
+
+def _kind_text(kind: str) -> str:
+    return {
+        "input": tr("SlimDiffSR cannot run with this input or these settings: {}"),
+        "model": tr("The model cannot be used: {}"),
+        "device": tr(
+            "The chosen device is not available: {} Choose Device 'auto' or 'cpu' (Advanced "
+            "parameters), or check the GPU in Raster > SlimDiffSR > Backend settings and check..."
+        ),
+        "memory": tr(
+            "The backend ran out of memory: {} Try a smaller tile size, fp16 precision, a "
+            "smaller extent or the CPU."
+        ),
+        "disk": tr(
+            "The output could not be written: {} Check the folder exists, is writable and has "
+            "space."
+        ),
+        "internal": tr("The SlimDiffSR backend failed unexpectedly: {} See the log for details."),
+    }.get(kind) or tr("The SlimDiffSR backend failed unexpectedly: {} See the log for details.")
+
+
+def worker_error(reply: dict[str, Any], location: BackendLocation | None = None) -> BackendError:
     """Turn a worker ``error`` message into a BackendError with a user-facing sentence."""
     kind = str(reply.get("kind") or "internal")
     m = str(reply.get("message") or "no details").strip()
+    detail = str(reply.get("traceback") or "")
+    if missing_package(m) in ("torch", "onnxruntime"):
+        return BackendError(runtime_hint(location), kind="runtime", detail=detail or m)
+    if kind == "device" and "cuda" in m.lower():
+        return BackendError(
+            tr(
+                "CUDA was requested, but the backend sees no CUDA GPU ({}). Choose Device "
+                "'auto' or 'cpu' (Advanced parameters), or install a CUDA build of PyTorch in "
+                "the backend (`bash scripts/setup_backend.sh` on a machine with an NVIDIA "
+                "driver) and check it in Raster > SlimDiffSR > Backend settings and check..."
+            ).format(m.rstrip(".")),
+            kind="device",
+            detail=detail,
+        )
     if not m.endswith((".", "!", "?")):
         m += "."
-    text = _KIND_TEXT.get(kind, _KIND_TEXT["internal"]).format(m=m)
-    return BackendError(text, kind=kind, detail=str(reply.get("traceback") or ""))
+    return BackendError(_kind_text(kind).format(m), kind=kind, detail=detail)
+
+
+# -- the warm worker ---------------------------------------------------------------------------
+
+
+class _Shared:
+    """The worker the plugin keeps between runs, and the lock that makes it one job at a time."""
+
+    lock = threading.Lock()
+    worker: Worker | None = None
+    starts = 0  # how many processes were started (tests and the log read it)
+
+
+def _resolve_models_dir(models_dir: str | None) -> str | None:
+    if models_dir is not None:
+        return models_dir
+    try:
+        from . import settings
+
+        return str(settings.models_dir())
+    except Exception:  # settings need a QGIS application; the worker works without
+        return None
+
+
+@contextmanager
+def shared_worker(
+    location: BackendLocation | None = None, log: Log | None = None, models_dir: str | None = None
+) -> Iterator[Worker]:
+    """The warm worker: started on first use, restarted if it died or the backend changed.
+
+    Held exclusively for the ``with`` block. When another run holds it (a parallel batch), a
+    one-off worker serves this one. A worker left mid-request (an exception on our side) is
+    killed, so the next run never reads a stale answer.
+    """
+    loc = location or find_backend()
+    mdir = _resolve_models_dir(models_dir)
+    if not _Shared.lock.acquire(blocking=False):
+        with open_worker(loc, log, mdir) as w:
+            yield w
+        return
+    try:
+        w = _Shared.worker
+        if w is not None and (not w.alive() or w.location != loc or w.models_dir != mdir):
+            w.close()
+            w = _Shared.worker = None
+        if w is None:
+            w = Worker(loc, log=log, models_dir=mdir)
+            _Shared.starts += 1
+            w.start()
+            _Shared.worker = w
+        w.log = log
+        try:
+            yield w
+        finally:
+            w.log = None
+            if w.busy or not w.alive():
+                w.close()
+                _Shared.worker = None
+    except BackendError:
+        if _Shared.worker is not None and not _Shared.worker.alive():
+            _Shared.worker = None
+        raise
+    finally:
+        _Shared.lock.release()
+
+
+def shared_worker_pid() -> int | None:
+    """The warm worker's process id, or None when none is running."""
+    w = _Shared.worker
+    return w.pid if w is not None and w.alive() else None
+
+
+def shutdown_shared() -> None:
+    """Stop the warm worker (plugin unload, QGIS exit); a running job is killed, not awaited."""
+    w = _Shared.worker
+    if w is None:
+        return
+    if _Shared.lock.acquire(timeout=0.2):
+        try:
+            w.close()
+        finally:
+            _Shared.worker = None
+            _Shared.lock.release()
+    else:  # a run holds it: stop the process, the run ends with an error
+        w.kill()
+        _Shared.worker = None
+
+
+atexit.register(shutdown_shared)
 
 
 # -- high-level calls --------------------------------------------------------------------------
@@ -546,16 +766,9 @@ def worker_error(reply: dict[str, Any]) -> BackendError:
 def open_worker(
     location: BackendLocation | None = None, log: Log | None = None, models_dir: str | None = None
 ) -> Iterator[Worker]:
-    """A started worker for the discovered (or given) backend, stopped on exit."""
+    """A fresh worker for the discovered (or given) backend, stopped on exit."""
     loc = location or find_backend()
-    if models_dir is None:
-        try:
-            from . import settings
-
-            models_dir = str(settings.models_dir())
-        except Exception:  # settings need a QGIS application; the worker works without
-            models_dir = None
-    w = Worker(loc, log=log, models_dir=models_dir)
+    w = Worker(loc, log=log, models_dir=_resolve_models_dir(models_dir))
     try:
         w.start()
         yield w
@@ -565,15 +778,39 @@ def open_worker(
 
 def describe(location: BackendLocation | None = None, log: Log | None = None) -> dict[str, Any]:
     """Backend facts for the check dialog and the dock: hello, info and installed models."""
-    with open_worker(location, log) as w:
+    with shared_worker(location, log) as w:
         info = w.request({"type": "info"}, timeout=300)
         models = w.request({"type": "models"}, timeout=120)
-    return {
-        "location": w.location,
-        "hello": w.hello,
-        "info": info,
-        "models": models.get("models", []),
-    }
+        loc, hello = w.location, dict(w.hello)
+    return {"location": loc, "hello": hello, "info": info, "models": models.get("models", [])}
+
+
+def list_models(location: BackendLocation | None = None, timeout: float = 120) -> list[dict]:
+    """The backend's installed models (name, scale, bands, card facts)."""
+    with shared_worker(location) as w:
+        return list(w.request({"type": "models"}, timeout=timeout).get("models") or [])
+
+
+def preflight(
+    params: dict[str, Any], location: BackendLocation | None = None, timeout: float = 120
+) -> dict[str, Any] | None:
+    """What a run would do (sentence and plan), without running it; None if the backend is older.
+
+    Raises BackendError when the backend says the run cannot work (bad bands, model...).
+    """
+    try:
+        checked = protocol.validate_upscale_params(dict(params))
+    except protocol.ProtocolError as e:
+        raise BackendError(
+            tr("Invalid parameters for the backend: {}.").format(e), kind="input"
+        ) from e
+    with shared_worker(location) as w:
+        try:
+            return w.request({"type": "preflight", "params": checked}, timeout=timeout)
+        except BackendError as e:
+            if "unknown request type" in str(e):
+                return None
+            raise
 
 
 def upscale(
@@ -581,34 +818,40 @@ def upscale(
     *,
     location: BackendLocation | None = None,
     on_progress: Callable[[float, str], None] | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
     log: Log | None = None,
     is_canceled: Callable[[], bool] | None = None,
     on_started: Callable[[Worker], None] | None = None,
 ) -> dict[str, Any]:
-    """Run one upscale job to completion; returns the worker's ``result`` message.
+    """Run one upscale job to completion on the warm worker; returns the ``result`` message.
 
-    Raises BackendCancelled when cancelled (the worker has removed its temporary output) and
-    BackendError on any failure. If the output file did not exist before, a failed or cancelled
-    run leaves none behind, even if the worker was killed mid-write.
+    Raises BackendCancelled when cancelled and BackendError on any failure. If the output file
+    did not exist before, a failed or cancelled run leaves none behind, even if the worker was
+    killed mid-write. ``on_event`` gets every progress message as sent (done, total, message).
     """
     try:
         checked = protocol.validate_upscale_params(dict(params))
     except protocol.ProtocolError as e:
-        raise BackendError(f"Invalid parameters for the backend: {e}.", kind="input") from e
+        raise BackendError(
+            tr("Invalid parameters for the backend: {}.").format(e), kind="input"
+        ) from e
     output = Path(str(checked["output"]))
     existed = output.exists()
 
     def event(msg: dict[str, Any]) -> None:
-        if msg.get("type") == "progress" and on_progress is not None:
-            frac = msg.get("fraction")
-            if frac is None and msg.get("total"):
-                frac = float(msg.get("done", 0)) / float(msg["total"])
-            on_progress(float(frac or 0.0), str(msg.get("message") or ""))
+        if msg.get("type") == "progress":
+            if on_event is not None:
+                on_event(msg)
+            if on_progress is not None:
+                frac = msg.get("fraction")
+                if frac is None and msg.get("total"):
+                    frac = float(msg.get("done", 0)) / float(msg["total"])
+                on_progress(float(frac or 0.0), str(msg.get("message") or ""))
         elif msg.get("type") == "log" and log is not None:
             log(str(msg.get("message", "")))
 
     try:
-        with open_worker(location, log) as w:
+        with shared_worker(location, log) as w:
             if on_started is not None:
                 on_started(w)
             return w.request({"type": protocol.UPSCALE, "params": checked}, event, is_canceled)

@@ -1,9 +1,9 @@
-"""Dock panel: pick a layer and a model, run, watch progress, get the result in the project.
+"""Dock panel: pick a layer and a model, see what will happen, run, watch each tile, compare.
 
 UI only. A run builds the parameters of ``slimdiffsr:superresolve`` and starts that same
 algorithm through QgsProcessingAlgRunnerTask, so the panel, the toolbox, batch runs and scripts
-share one code path and QGIS stays responsive. Backend facts (models, cards) come from a
-background QgsTask calling ``backend.describe``.
+share one code path and QGIS stays responsive. Backend facts (models, cards, the preflight plan)
+come from background QgsTasks; all of them talk to the one warm worker.
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ from typing import Any
 
 from qgis.core import (
     QgsApplication,
-    QgsContrastEnhancement,
-    QgsLayerTreeGroup,
     QgsMapLayerProxyModel,
-    QgsMultiBandColorRenderer,
     QgsProcessingAlgRunnerTask,
     QgsProcessingContext,
     QgsProcessingFeedback,
@@ -28,11 +25,12 @@ from qgis.core import (
 from qgis.gui import (
     QgsCollapsibleGroupBox,
     QgsDockWidget,
+    QgsDoubleSpinBox,
     QgsFileWidget,
     QgsMapLayerComboBox,
     QgsRasterBandComboBox,
 )
-from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -48,31 +46,24 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from . import backend, modelfiles, settings
-from .algorithms.superresolve import SuperResolveAlgorithm
+from . import backend, catalog, modelfiles, settings
+from .algorithms.superresolve import VALUE_MAPPINGS, SuperResolveAlgorithm, duration_text
+from .results import GROUP_NAME, copy_style, result_group, result_name
+from .translation import tr
 
 ALGORITHM_ID = "slimdiffsr:superresolve"
-GROUP_NAME = "SlimDiffSR"
-
-# Shown until the backend has listed its models: both always resolve in the backend.
-FALLBACK_MODELS: list[dict[str, Any]] = [
-    {"name": "default", "path": None, "scale": "?", "bands": [], "value_contract": {}},
-    {
-        "name": "bicubic",
-        "path": None,
-        "scale": 4,
-        "bands": [],
-        "value_contract": {},
-        "license": "MIT",
-        "description": "Bicubic interpolation baseline (no learned weights).",
-    },
-]
+ERROR_COLOR = "#b00020"
 
 
 class DockFeedback(QgsProcessingFeedback):
     """Feedback that re-emits messages as a signal, delivered on the main thread."""
 
     message = pyqtSignal(str, str)  # level, text
+    progress_text = pyqtSignal(str)  # 3.22's feedback has no signal for setProgressText
+
+    def setProgressText(self, text: str) -> None:  # noqa: N802
+        super().setProgressText(text)
+        self.progress_text.emit(text)
 
     def pushInfo(self, info: str) -> None:
         super().pushInfo(info)
@@ -99,16 +90,26 @@ class SlimDiffSRDock(QgsDockWidget):
     """The SlimDiffSR panel. ``finished`` carries (ok, result layer or None) for callers/tests."""
 
     finished = pyqtSignal(bool, object)
+    planned = pyqtSignal(str)  # the "what will happen" line, each time it is recomputed
 
     def __init__(self, iface: Any, parent: QWidget | None = None) -> None:
-        super().__init__("SlimDiffSR", parent)
+        super().__init__(tr("SlimDiffSR"), parent)
         self.setObjectName("SlimDiffSRDock")
         self.iface = iface
-        self.models: list[dict[str, Any]] = list(FALLBACK_MODELS)
+        self.models: list[dict[str, Any]] = catalog.models(ask_backend=False)
         self.task: QgsProcessingAlgRunnerTask | None = None
         self.describe_task: QgsTask | None = None
+        self.plan_task: QgsTask | None = None
+        self.plan: dict[str, Any] | None = None
+        self._plan_again = False
         self._run: dict[str, Any] = {}
         self._band_boxes: list[QgsRasterBandComboBox] = []
+        self._last_logged = ""
+        self.compare_layers: tuple[str, str] | None = None  # (model preview id, bicubic id)
+        self._plan_timer = QTimer(self)
+        self._plan_timer.setSingleShot(True)
+        self._plan_timer.setInterval(400)
+        self._plan_timer.timeout.connect(self.update_plan)
         self._build()
         self._fill_models(settings.last_model())
         self._layer_changed()
@@ -123,21 +124,21 @@ class SlimDiffSRDock(QgsDockWidget):
         self.layer_combo = QgsMapLayerComboBox(body)
         self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.layer_combo.layerChanged.connect(self._layer_changed)
-        form.addRow("Layer", self.layer_combo)
+        form.addRow(tr("Layer"), self.layer_combo)
 
         self.model_combo = QComboBox(body)
         self.model_combo.currentIndexChanged.connect(self._model_changed)
-        self.import_button = QPushButton("Import...", body)
-        self.import_button.setToolTip("Copy a .safetensors model file into the models folder")
+        self.import_button = QPushButton(tr("Import..."), body)
+        self.import_button.setToolTip(tr("Copy a .safetensors model file into the models folder"))
         self.import_button.clicked.connect(self._import_model)
-        self.refresh_button = QPushButton("Refresh", body)
-        self.refresh_button.setToolTip("Ask the backend for its installed models")
+        self.refresh_button = QPushButton(tr("Refresh"), body)
+        self.refresh_button.setToolTip(tr("Ask the backend for its installed models"))
         self.refresh_button.clicked.connect(self.refresh_models)
         row = QHBoxLayout()
         row.addWidget(self.model_combo, 1)
         row.addWidget(self.import_button)
         row.addWidget(self.refresh_button)
-        form.addRow("Model", row)
+        form.addRow(tr("Model"), row)
         lay.addLayout(form)
 
         self.card_label = QLabel(body)
@@ -145,59 +146,109 @@ class SlimDiffSRDock(QgsDockWidget):
         self.card_label.setTextFormat(Qt.RichText)
         lay.addWidget(self.card_label)
 
-        self.bands_box = QgsCollapsibleGroupBox("Band mapping", body)
+        self.bands_box = QgsCollapsibleGroupBox(tr("Band mapping"), body)
         self.bands_form = QFormLayout(self.bands_box)
         lay.addWidget(self.bands_box)
 
-        opts = QgsCollapsibleGroupBox("Options", body)
+        opts = QgsCollapsibleGroupBox(tr("Options"), body)
         opts.setCollapsed(True)
         of = QFormLayout(opts)
+        self.mapping_combo = QComboBox(opts)
+        self.mapping_combo.addItems(
+            [tr("Automatic (model card)"), tr("Fixed range"), tr("Percentile stretch")]
+        )
+        self.mapping_combo.currentIndexChanged.connect(self._mapping_changed)
+        of.addRow(tr("Value mapping"), self.mapping_combo)
+        self.low_spin = QgsDoubleSpinBox(opts)
+        self.high_spin = QgsDoubleSpinBox(opts)
+        for spin in (self.low_spin, self.high_spin):
+            spin.setRange(-1e12, 1e12)
+            spin.setDecimals(3)
+            spin.valueChanged.connect(self._schedule_plan)
+        range_row = QHBoxLayout()
+        range_row.addWidget(self.low_spin)
+        range_row.addWidget(QLabel("..", opts))
+        range_row.addWidget(self.high_spin)
+        self.range_label = QLabel(tr("Range"), opts)
+        of.addRow(self.range_label, range_row)
         self.tile_spin = QSpinBox(opts)
         self.tile_spin.setRange(32, 8192)
         self.tile_spin.setSingleStep(32)
         self.tile_spin.setValue(settings.DEFAULT_TILE)
-        of.addRow("Tile size (px)", self.tile_spin)
+        self.tile_spin.valueChanged.connect(self._schedule_plan)
+        of.addRow(tr("Tile size (px)"), self.tile_spin)
         self.overlap_spin = QSpinBox(opts)
         self.overlap_spin.setRange(0, 1024)
         self.overlap_spin.setValue(settings.DEFAULT_OVERLAP)
-        of.addRow("Tile overlap (px)", self.overlap_spin)
+        self.overlap_spin.valueChanged.connect(self._schedule_plan)
+        of.addRow(tr("Tile overlap (px)"), self.overlap_spin)
         self.device_combo = QComboBox(opts)
         self.device_combo.addItems(settings.DEVICES)
-        of.addRow("Device", self.device_combo)
+        of.addRow(tr("Device"), self.device_combo)
         self.precision_combo = QComboBox(opts)
         self.precision_combo.addItems(settings.PRECISIONS)
-        of.addRow("Precision", self.precision_combo)
-        self.qa_check = QCheckBox("Also write the consistency (QA) layer", opts)
+        of.addRow(tr("Precision"), self.precision_combo)
+        self.qa_check = QCheckBox(tr("Also write the consistency (QA) layer"), opts)
         of.addRow(self.qa_check)
         self.output_widget = QgsFileWidget(opts)
         self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
         self.output_widget.setFilter("GeoTIFF (*.tif *.tiff)")
-        self.output_widget.lineEdit().setPlaceholderText("[temporary file]")
-        of.addRow("Output", self.output_widget)
+        of.addRow(tr("Output file"), self.output_widget)
+        self.folder_widget = QgsFileWidget(opts)
+        self.folder_widget.setStorageMode(QgsFileWidget.GetDirectory)
+        self.folder_widget.setFilePath(str(settings.output_dir()))
+        self.folder_widget.fileChanged.connect(self._folder_changed)
+        of.addRow(tr("Output folder"), self.folder_widget)
+        self.temporary_check = QCheckBox(tr("Temporary files (gone when QGIS closes)"), opts)
+        self.temporary_check.setChecked(settings.temporary_outputs())
+        self.temporary_check.toggled.connect(self._temporary_changed)
+        of.addRow(self.temporary_check)
         lay.addWidget(opts)
+        self._mapping_changed()
+        self._update_output_hint()
+
+        self.plan_label = QLabel(body)
+        self.plan_label.setWordWrap(True)
+        self.plan_label.setObjectName("SlimDiffSRPlan")
+        lay.addWidget(self.plan_label)
 
         buttons = QHBoxLayout()
-        self.run_button = QPushButton("Run", body)
+        self.run_button = QPushButton(tr("Run"), body)
         self.run_button.clicked.connect(lambda: self.run())
-        self.preview_button = QPushButton("Preview current view", body)
-        self.preview_button.setToolTip("Super-resolve only the map canvas extent, for a quick look")
+        self.preview_button = QPushButton(tr("Preview current view"), body)
+        self.preview_button.setToolTip(
+            tr("Super-resolve only the map canvas extent, with a bicubic preview to compare")
+        )
         self.preview_button.clicked.connect(lambda: self.run(preview=True))
-        self.cancel_button = QPushButton("Cancel", body)
+        self.cancel_button = QPushButton(tr("Cancel"), body)
         self.cancel_button.clicked.connect(self.cancel)
         for b in (self.run_button, self.preview_button, self.cancel_button):
             buttons.addWidget(b)
         lay.addLayout(buttons)
 
+        self.compare_check = QCheckBox(tr("Show the bicubic preview instead (compare)"), body)
+        self.compare_check.setToolTip(
+            tr("Flip between the model's preview and plain bicubic interpolation of the same view")
+        )
+        self.compare_check.setEnabled(False)
+        self.compare_check.toggled.connect(self._compare_toggled)
+        lay.addWidget(self.compare_check)
+
         self.progress = QProgressBar(body)
         self.progress.setRange(0, 100)
+        self.progress.setFormat("%p%")
         lay.addWidget(self.progress)
+        self.status_label = QLabel(body)
+        self.status_label.setWordWrap(True)
+        self.status_label.setObjectName("SlimDiffSRStatus")
+        lay.addWidget(self.status_label)
         self.log_view = QPlainTextEdit(body)
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(2000)
-        self.log_view.setPlaceholderText("Log")
+        self.log_view.setPlaceholderText(tr("Log"))
         lay.addWidget(self.log_view, 1)
 
-        self.backend_button = QPushButton("Backend settings and check...", body)
+        self.backend_button = QPushButton(tr("Backend settings and check..."), body)
         self.backend_button.clicked.connect(self._show_backend_dialog)
         lay.addWidget(self.backend_button)
         self.setWidget(body)
@@ -210,11 +261,9 @@ class SlimDiffSRDock(QgsDockWidget):
         for m in self.models:
             label = str(m.get("name"))
             if m.get("default"):
-                label += " (default)"
-            self.model_combo.addItem(label, m.get("path") or m.get("name"))
+                label += tr(" (default)")
+            self.model_combo.addItem(label, m.get("name"))
         idx = self.model_combo.findData(current) if current else -1
-        if idx < 0 and current:
-            idx = next((i for i, m in enumerate(self.models) if m.get("name") == current), -1)
         if idx < 0:
             idx = next((i for i, m in enumerate(self.models) if m.get("default")), 0)
         self.model_combo.setCurrentIndex(max(idx, 0))
@@ -223,13 +272,13 @@ class SlimDiffSRDock(QgsDockWidget):
 
     def current_model(self) -> dict[str, Any]:
         i = self.model_combo.currentIndex()
-        return self.models[i] if 0 <= i < len(self.models) else FALLBACK_MODELS[0]
+        return self.models[i] if 0 <= i < len(self.models) else {"name": "?", "scale": "?"}
 
     def refresh_models(self) -> None:
         """List the backend's models in the background; the combo updates when it answers."""
         if self.describe_task is not None:
             return
-        self.log("Asking the backend for its models...")
+        self.set_status(tr("Asking the backend for its models..."))
         self.refresh_button.setEnabled(False)
 
         def work(task: QgsTask) -> dict[str, Any]:
@@ -239,28 +288,34 @@ class SlimDiffSRDock(QgsDockWidget):
             self.describe_task = None
             self.refresh_button.setEnabled(True)
             if exception is not None or not result:
-                self.log(f"Backend not available: {exception}", "error")
+                self.set_status(tr("Backend not available: {}").format(exception), error=True)
                 return
             models = result.get("models") or []
+            catalog.remember(result)
             if models:
                 self.models = models
                 self._fill_models()
-            self.log(
-                f"Backend {result['hello'].get('version', '?')} at {result['location'].python}: "
-                f"{len(models)} model(s)."
+            self.set_status(
+                tr("Backend {} at {}: {} model(s).").format(
+                    result["hello"].get("version", "?"), result["location"].python, len(models)
+                )
             )
 
-        self.describe_task = QgsTask.fromFunction("SlimDiffSR: list models", work, on_finished=done)
+        self.describe_task = QgsTask.fromFunction(
+            tr("SlimDiffSR: list models"), work, on_finished=done
+        )
         QgsApplication.taskManager().addTask(self.describe_task)
 
     def _model_changed(self, *_: object) -> None:
         m = self.current_model()
         self.card_label.setText(modelfiles.describe_card(m))
         self._rebuild_bands()
+        self._update_output_hint()
+        self._schedule_plan()
 
     def _import_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
-            self, "Import a SlimDiffSR model", "", "SlimDiffSR models (*.safetensors)"
+            self, tr("Import a SlimDiffSR model"), "", tr("SlimDiffSR models (*.safetensors)")
         )
         if path:
             self.import_model(path)
@@ -271,19 +326,21 @@ class SlimDiffSRDock(QgsDockWidget):
             card = modelfiles.read_card(path)
             dest = modelfiles.import_model(path, settings.models_dir())
         except (modelfiles.ModelFileError, OSError) as e:
-            self.log(f"Import failed: {e}", "error")
+            self.log(tr("Import failed: {}").format(e), "error")
             return False
         entry = {**card, "path": str(dest)}
         self.models = [m for m in self.models if m.get("name") != card["name"]] + [entry]
-        self._fill_models(str(dest))
-        self.log(f"Imported model {card['name']} into {dest.parent}")
+        self._fill_models(str(card["name"]))
+        self.log(tr("Imported model {} into {}").format(card["name"], dest.parent))
         return True
 
-    # -- bands ---------------------------------------------------------------------------------
+    # -- bands, value mapping, output ------------------------------------------------------------
     def _layer_changed(self, *_: object) -> None:
         for box in self._band_boxes:
             box.setLayer(self.layer_combo.currentLayer())
         self._rebuild_bands()
+        self._update_output_hint()
+        self._schedule_plan()
 
     def _rebuild_bands(self) -> None:
         while self.bands_form.rowCount():
@@ -292,13 +349,14 @@ class SlimDiffSRDock(QgsDockWidget):
         names = list(self.current_model().get("bands") or [])
         layer = self.layer_combo.currentLayer()
         if not names:
-            self.bands_form.addRow(QLabel("All bands of the layer (this model takes any bands)."))
+            self.bands_form.addRow(QLabel(tr("All bands of the layer (this model takes any).")))
             return
         for i, name in enumerate(names):
             box = QgsRasterBandComboBox(self.bands_box)
             box.setLayer(layer)
             if layer is not None and i < layer.bandCount():
                 box.setBand(i + 1)
+            box.bandChanged.connect(self._schedule_plan)
             self.bands_form.addRow(str(name), box)
             self._band_boxes.append(box)
 
@@ -308,21 +366,136 @@ class SlimDiffSRDock(QgsDockWidget):
             return None
         return [b.currentBand() for b in self._band_boxes]
 
+    def _mapping_changed(self, *_: object) -> None:
+        mode = VALUE_MAPPINGS[self.mapping_combo.currentIndex()]
+        for w in (self.low_spin, self.high_spin, self.range_label):
+            w.setEnabled(mode != "auto")
+        if mode == "percentile":
+            self.range_label.setText(tr("Percentiles"))
+            if (self.low_spin.value(), self.high_spin.value()) == (0, 0):
+                self.low_spin.setValue(2)
+                self.high_spin.setValue(98)
+        else:
+            self.range_label.setText(tr("Values"))
+        self._schedule_plan()
+
+    def value_range(self) -> list[float] | None:
+        if VALUE_MAPPINGS[self.mapping_combo.currentIndex()] == "auto":
+            return None
+        return [self.low_spin.value(), self.high_spin.value()]
+
+    def _folder_changed(self, path: str) -> None:
+        default = str(settings.default_output_dir())
+        settings.set_output_dir(path if path and path != default else None)
+        self._update_output_hint()
+
+    def _temporary_changed(self, on: bool) -> None:
+        settings.set_temporary_outputs(on)
+        self.folder_widget.setEnabled(not on)
+        self._update_output_hint()
+
+    def auto_output(self) -> str:
+        """Where a run without an output file writes: a new file in the output folder."""
+        layer = self.layer_combo.currentLayer()
+        m = self.current_model()
+        stem = "{}_SR_x{}_{}".format(
+            layer.name() if layer is not None else "result", m.get("scale", ""), m.get("name")
+        )
+        return str(settings.unique_output(stem))
+
+    def _update_output_hint(self) -> None:
+        if not hasattr(self, "temporary_check"):
+            return
+        if self.temporary_check.isChecked():
+            hint = tr("[temporary file]")
+        else:
+            hint = tr("[new file in {}]").format(settings.output_dir())
+        self.output_widget.lineEdit().setPlaceholderText(hint)
+
+    # -- what will happen --------------------------------------------------------------------
+    def _schedule_plan(self, *_: object) -> None:
+        if hasattr(self, "plan_label"):
+            self._plan_timer.start()
+
+    def update_plan(self) -> None:
+        """Ask the backend (preflight) what a run of the current settings would do."""
+        layer = self.layer_combo.currentLayer()
+        if layer is None or self.task is not None:
+            self.plan_label.setText("")
+            return
+        if self.plan_task is not None:
+            self._plan_again = True
+            return
+        alg = SuperResolveAlgorithm().create()
+        params = self.parameters()
+        params["OUTPUT"] = "TEMPORARY_OUTPUT"
+        context = QgsProcessingContext()
+        context.setProject(QgsProject.instance())
+        ok, msg = alg.checkParameterValues(params, context)
+        if not ok:
+            self.show_plan(None, msg)
+            return
+        try:
+            job = alg._resolve(params, context, with_output=False)
+        except Exception as e:  # noqa: BLE001 - shown as the plan line
+            self.show_plan(None, str(e))
+            return
+
+        def work(task: QgsTask) -> dict[str, Any] | None:
+            return backend.preflight(job)
+
+        def done(exception: BaseException | None, result: dict[str, Any] | None = None) -> None:
+            self.plan_task = None
+            if exception is not None:
+                self.show_plan(None, str(exception))
+            else:
+                self.show_plan(result)
+            if self._plan_again:
+                self._plan_again = False
+                self._schedule_plan()
+
+        self.plan_task = QgsTask.fromFunction(
+            tr("SlimDiffSR: plan"), work, on_finished=done, flags=QgsTask.Silent
+        )
+        QgsApplication.taskManager().addTask(self.plan_task)
+
+    def show_plan(self, answer: dict[str, Any] | None, problem: str = "") -> None:
+        self.plan = answer
+        if problem:
+            text = problem
+            self.plan_label.setText(
+                f'<span style="color:{ERROR_COLOR}">{html.escape(problem)}</span>'
+            )
+        elif answer is None:
+            text = ""
+            self.plan_label.setText("")
+        else:
+            text = plan_sentence(answer, settings.tiles_per_second())
+            self.plan_label.setText(html.escape(text))
+        self.planned.emit(text)
+
     # -- running -------------------------------------------------------------------------------
-    def parameters(self, preview: bool = False) -> dict[str, Any]:
+    def parameters(self, preview: bool = False, model: str | None = None) -> dict[str, Any]:
         """The algorithm's parameters for the current panel state."""
         layer = self.layer_combo.currentLayer()
         output = self.output_widget.filePath().strip()
+        if preview or self.temporary_check.isChecked():
+            output = output if output and not preview else "TEMPORARY_OUTPUT"
+        elif not output:
+            output = self.auto_output()
+        mode = self.mapping_combo.currentIndex()
         params: dict[str, Any] = {
             "INPUT": layer.id() if layer is not None else None,
             "BANDS": self.band_mapping(),
-            "MODEL": str(self.model_combo.currentData() or "default"),
+            "MODEL": model or str(self.model_combo.currentData() or ""),
+            "VALUE_MAPPING": mode,
+            "VALUE_RANGE": self.value_range(),
             "TILE_SIZE": self.tile_spin.value(),
             "OVERLAP": self.overlap_spin.value(),
             "DEVICE": self.device_combo.currentIndex(),
             "PRECISION": self.precision_combo.currentIndex(),
-            "QA": self.qa_check.isChecked(),
-            "OUTPUT": output if output and not preview else "TEMPORARY_OUTPUT",
+            "QA": self.qa_check.isChecked() and not preview,
+            "OUTPUT": output,
         }
         if preview:
             canvas = self.iface.mapCanvas()
@@ -331,21 +504,21 @@ class SlimDiffSRDock(QgsDockWidget):
             )
         return params
 
-    def run(self, preview: bool = False) -> bool:
+    def run(self, preview: bool = False, model: str | None = None) -> bool:
         """Start the algorithm as a background task; False (with a log line) if it cannot."""
         if self.task is not None:
             return False
         layer = self.layer_combo.currentLayer()
         if layer is None:
-            self.log("Choose a raster layer first.", "error")
+            self.log(tr("Choose a raster layer first."), "error")
             return False
         bands = self.band_mapping()
         if bands and any(b < 1 for b in bands):
-            self.log("Pick a layer band for every band the model expects.", "error")
+            self.log(tr("Pick a layer band for every band the model expects."), "error")
             return False
         registry = QgsApplication.processingRegistry()
         alg = registry.createAlgorithmById(ALGORITHM_ID) or SuperResolveAlgorithm().create()
-        params = self.parameters(preview)
+        params = self.parameters(preview, model)
         context = QgsProcessingContext()
         context.setProject(QgsProject.instance())
         ok, msg = alg.checkParameterValues(params, context)
@@ -354,22 +527,32 @@ class SlimDiffSRDock(QgsDockWidget):
             return False
         feedback = DockFeedback()
         feedback.progressChanged.connect(self._progress)
+        feedback.progress_text.connect(self._progress_text)
         feedback.message.connect(self._feedback_message)
+        model_name = params["MODEL"]
+        entry = catalog.find(model_name, self.models) or {}
         self._run = {
             "alg": alg,
             "context": context,
             "feedback": feedback,
             "layer_id": layer.id(),
             "layer_name": layer.name(),
-            "model": self.current_model().get("name"),
+            "model": model_name,
+            "scale": entry.get("scale"),
             "preview": preview,
+            "compare_for": None,
             "bands": params["BANDS"],
+            "extent": params.get("EXTENT"),
             "errors": [],
+            "logged": set(),
         }
-        settings.set_last_model(str(self.current_model().get("name")))
+        if model is None:
+            settings.set_last_model(str(model_name))
         self.progress.setValue(0)
-        what = "the current view of " if preview else ""
-        self.log(f"Running on {what}'{layer.name()}' with {self._run['model']}...")
+        self.progress.setFormat("%p%")
+        what = tr("the current view of ") if preview else ""
+        self.log(tr("Running on {}'{}' with {}...").format(what, layer.name(), model_name))
+        self.set_status(tr("Starting the backend..."))
         self.task = QgsProcessingAlgRunnerTask(alg, params, context, feedback)
         self.task.executed.connect(self._executed)
         self._set_running(True)
@@ -378,7 +561,8 @@ class SlimDiffSRDock(QgsDockWidget):
 
     def cancel(self) -> None:
         if self.task is not None:
-            self.log("Cancelling...")
+            self.log(tr("Cancelling..."))
+            self._run["compare_pending"] = False
             self.task.cancel()
 
     def is_running(self) -> bool:
@@ -386,6 +570,12 @@ class SlimDiffSRDock(QgsDockWidget):
 
     def _progress(self, value: float) -> None:
         self.progress.setValue(int(value))
+
+    def _progress_text(self, text: str) -> None:
+        """'Tile 3 of 12, about 40 s left': on the bar and in the status line."""
+        if text:
+            self.progress.setFormat("%p%  " + text.replace("%", "%%"))
+            self.set_status(text)
 
     def _feedback_message(self, level: str, text: str) -> None:
         if level == "error":
@@ -401,34 +591,70 @@ class SlimDiffSRDock(QgsDockWidget):
         if ok and results.get("OUTPUT"):
             layer = self._add_result(run, results)
             self.progress.setValue(100)
+            self.set_status(tr("Done."))
         elif run.get("errors"):
-            self.log("Failed: " + run["errors"][-1], "error")
+            self.set_status(tr("Failed; see the log."), error=True)  # the reason is logged once
         else:
-            self.log("Cancelled; no output was written.")
+            if not self._logged_recently(tr("Cancelled; no output was written.")):
+                self.log(tr("Cancelled; no output was written."))
+            self.set_status(tr("Cancelled."))
             self.progress.setValue(0)
+            self.progress.setFormat("%p%")
         del task
+        if layer is not None and run.get("preview") and run.get("compare_for") is None:
+            self._start_compare(run, layer)
+        elif layer is not None and run.get("compare_for"):
+            self.compare_layers = (run["compare_for"], layer.id())
+            self.compare_check.setEnabled(True)
+            self.compare_check.setChecked(False)
+            self._compare_toggled(False)
+            layer = QgsProject.instance().mapLayer(run["compare_for"]) or layer
+        self._schedule_plan()
         self.finished.emit(layer is not None, layer)
+
+    def _start_compare(self, run: dict[str, Any], preview_layer: QgsRasterLayer) -> None:
+        """After a model preview: a bicubic preview of the same view, for the compare box."""
+        scale = run.get("scale") or 4
+        bicubic = f"bicubic-x{scale}"
+        if catalog.find(bicubic, self.models) is None or run["model"] == bicubic:
+            return
+        if self.run(preview=True, model=bicubic):
+            self._run["compare_for"] = preview_layer.id()
+
+    def _compare_toggled(self, show_bicubic: bool) -> None:
+        if not self.compare_layers:
+            return
+        root = QgsProject.instance().layerTreeRoot()
+        model_id, bicubic_id = self.compare_layers
+        for lid, visible in ((model_id, not show_bicubic), (bicubic_id, show_bicubic)):
+            node = root.findLayer(lid)
+            if node is not None:
+                node.setItemVisibilityChecked(visible)
 
     def _add_result(self, run: dict[str, Any], results: dict[str, Any]) -> QgsRasterLayer | None:
         project = QgsProject.instance()
-        suffix = " preview" if run["preview"] else ""
-        name = f"{run['layer_name']} SR ({run['model']}){suffix}"
-        layer = QgsRasterLayer(str(results["OUTPUT"]), name, "gdal")
+        suffix = tr("preview") if run["preview"] else ""
+        layer = QgsRasterLayer(str(results["OUTPUT"]), "result", "gdal")
         if not layer.isValid():
-            self.log(f"The result {results['OUTPUT']} could not be opened.", "error")
+            self.log(tr("The result {} could not be opened.").format(results["OUTPUT"]), "error")
             return None
         source = project.mapLayer(run["layer_id"])
+        scale = run.get("scale")
+        if isinstance(source, QgsRasterLayer) and layer.rasterUnitsPerPixelX() > 0:
+            scale = round(source.rasterUnitsPerPixelX() / layer.rasterUnitsPerPixelX()) or scale
+        name = result_name(run["layer_name"], scale, run["model"], suffix)
+        layer.setName(name)
         if isinstance(source, QgsRasterLayer):
             copy_style(source, layer, run.get("bands"))
         group = result_group()
         project.addMapLayer(layer, False)
         group.insertLayer(0, layer)
         if results.get("QA_OUTPUT"):
-            qa = QgsRasterLayer(str(results["QA_OUTPUT"]), f"{name} QA", "gdal")
+            qa = QgsRasterLayer(str(results["QA_OUTPUT"]), tr("{} QA").format(name), "gdal")
             if qa.isValid():
                 project.addMapLayer(qa, False)
                 group.insertLayer(1, qa)
-        self.log(f"Added '{name}' to the group {GROUP_NAME}: {results['OUTPUT']}")
+        self.log(tr("Added '{}' to the group {}: {}").format(name, GROUP_NAME, results["OUTPUT"]))
         return layer
 
     def _set_running(self, running: bool) -> None:
@@ -436,16 +662,37 @@ class SlimDiffSRDock(QgsDockWidget):
         self.preview_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
 
+    def _logged_recently(self, text: str) -> bool:
+        return text.strip() == self._last_logged
+
     def log(self, text: str, level: str = "info") -> None:
+        """Append to the log, once (a repeat of the previous line is dropped), and scroll."""
+        if not text.strip() or text.strip() == self._last_logged:
+            return
+        self._last_logged = text.strip()
         if level == "error":
-            self.log_view.appendHtml(f'<span style="color:#b00020">{html.escape(text)}</span>')
+            self.log_view.appendHtml(
+                f'<span style="color:{ERROR_COLOR}">{html.escape(text)}</span>'
+            )
         else:
             self.log_view.appendPlainText(text)
+        bar = self.log_view.verticalScrollBar()
+        bar.setValue(bar.maximum())
+
+    def set_status(self, text: str, error: bool = False) -> None:
+        """The one-line state under the progress bar (replaced, never accumulated)."""
+        if error:
+            self.status_label.setText(
+                f'<span style="color:{ERROR_COLOR}">{html.escape(text)}</span>'
+            )
+        else:
+            self.status_label.setText(html.escape(text))
 
     def _show_backend_dialog(self) -> None:
         from .check_dialog import BackendDialog
 
         BackendDialog(self).exec_()
+        self.refresh_models()  # no stale error or model list after the settings changed
 
     def showEvent(self, event: Any) -> None:  # noqa: N802
         """List the backend's models the first time the panel is shown."""
@@ -456,40 +703,21 @@ class SlimDiffSRDock(QgsDockWidget):
 
     def shutdown(self) -> None:
         """Cancel a running task when the plugin unloads."""
+        self._plan_timer.stop()
         if self.task is not None:
             self.task.cancel()
 
 
-def result_group() -> QgsLayerTreeGroup:
-    """The layer-tree group that collects results, created on top when missing."""
-    root = QgsProject.instance().layerTreeRoot()
-    group = root.findGroup(GROUP_NAME)
-    if group is None:
-        group = root.insertGroup(0, GROUP_NAME)
-    return group
+def plan_sentence(answer: dict[str, Any], tiles_per_s: float) -> str:
+    """The preflight's sentence plus the time the last run's speed predicts."""
+    text = str(answer.get("sentence") or "").strip()
+    tiles = (answer.get("plan") or {}).get("tiles")
+    if isinstance(tiles, int | float) and tiles > 0 and tiles_per_s > 0:
+        text += tr(" About {} at the last run's speed.").format(duration_text(tiles / tiles_per_s))
+    warnings = (answer.get("plan") or {}).get("warnings") or []
+    if warnings:
+        text += " " + " ".join(str(w) for w in warnings)
+    return text
 
 
-def copy_style(source: QgsRasterLayer, target: QgsRasterLayer, bands: list[int] | None) -> None:
-    """Give the result the input's look where band numbers still mean the same thing."""
-    renderer = source.renderer()
-    if renderer is None:
-        return
-    n_in, n_out = source.bandCount(), target.bandCount()
-    identity = bands is None or bands == list(range(1, n_out + 1))
-    if identity and n_in == n_out:
-        target.setRenderer(renderer.clone())
-        return
-    if isinstance(renderer, QgsMultiBandColorRenderer) and bands:
-        where = {b: i + 1 for i, b in enumerate(bands)}
-        rgb = (renderer.redBand(), renderer.greenBand(), renderer.blueBand())
-        if all(b in where for b in rgb):
-            new = QgsMultiBandColorRenderer(target.dataProvider(), *(where[b] for b in rgb))
-            for getter, setter in (
-                (renderer.redContrastEnhancement, new.setRedContrastEnhancement),
-                (renderer.greenContrastEnhancement, new.setGreenContrastEnhancement),
-                (renderer.blueContrastEnhancement, new.setBlueContrastEnhancement),
-            ):
-                ce = getter()
-                if ce is not None:
-                    setter(QgsContrastEnhancement(ce))
-            target.setRenderer(new)
+__all__ = ["SlimDiffSRDock", "copy_style", "plan_sentence", "result_group"]

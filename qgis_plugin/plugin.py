@@ -8,8 +8,10 @@ from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QAction
 
+from . import backend, translation
 from .algorithms.superresolve import plugin_icon
 from .provider import SlimDiffSRProvider
+from .translation import tr
 
 MENU = "&SlimDiffSR"
 
@@ -22,6 +24,8 @@ class SlimDiffSRPlugin:
         self.provider: SlimDiffSRProvider | None = None
         self.dock: Any = None
         self.actions: list[QAction] = []
+        # before any tr(): menu entries, the algorithm and messages come out translated
+        self.translator = translation.install_translator()
 
     def initProcessing(self) -> None:
         """Called by QGIS (and qgis_process) for plugins with hasProcessingProvider=yes."""
@@ -32,22 +36,24 @@ class SlimDiffSRPlugin:
     def initGui(self) -> None:
         self.initProcessing()
         parent = self.iface.mainWindow()
-        panel = QAction(plugin_icon(), "SlimDiffSR panel", parent)
+        panel = QAction(plugin_icon(), tr("SlimDiffSR panel"), parent)
+        panel.setObjectName("SlimDiffSRPanelAction")
         panel.setCheckable(True)
-        panel.setToolTip("Show the SlimDiffSR super-resolution panel")
+        panel.setToolTip(tr("Show the SlimDiffSR super-resolution panel"))
         panel.toggled.connect(self._toggle_dock)
-        check = QAction(plugin_icon(), "Backend settings and check...", parent)
+        check = QAction(plugin_icon(), tr("Backend settings and check..."), parent)
+        check.setObjectName("SlimDiffSRBackendAction")
         check.triggered.connect(self.show_backend_dialog)
         self.actions = [panel, check]
         for a in self.actions:
             self.iface.addPluginToRasterMenu(MENU, a)
-        self.iface.addRasterToolBarIcon(panel)
+        self.iface.addToolBarIcon(panel)  # the Plugins toolbar, shown in a fresh profile
 
     def unload(self) -> None:
         for a in self.actions:
             self.iface.removePluginRasterMenu(MENU, a)
         if self.actions:
-            self.iface.removeRasterToolBarIcon(self.actions[0])
+            self.iface.removeToolBarIcon(self.actions[0])
         self.actions = []
         if self.dock is not None:
             self.dock.shutdown()
@@ -57,6 +63,9 @@ class SlimDiffSRPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+        backend.shutdown_shared()  # the warm worker goes with the plugin (and with QGIS)
+        translation.remove_translator(self.translator)
+        self.translator = None
 
     def ensure_dock(self) -> Any:
         """Create the dock on first use and return it."""
@@ -79,3 +88,5 @@ class SlimDiffSRPlugin:
         from .check_dialog import BackendDialog
 
         BackendDialog(self.iface.mainWindow()).exec_()
+        if self.dock is not None:
+            self.dock.refresh_models()  # settings may have changed: no stale state in the panel

@@ -7,6 +7,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .algorithms import SuperResolveAlgorithm
 from .algorithms.superresolve import plugin_icon
+from .translation import tr
 
 
 class SlimDiffSRProvider(QgsProcessingProvider):
@@ -19,7 +20,7 @@ class SlimDiffSRProvider(QgsProcessingProvider):
         return "SlimDiffSR"
 
     def longName(self) -> str:
-        return "SlimDiffSR super-resolution"
+        return tr("SlimDiffSR super-resolution")
 
     def icon(self) -> QIcon:
         return plugin_icon()

@@ -3,13 +3,15 @@
 Shape of QGIS's ScriptTemplate, thin like dzetsaka's classify: ``prepareAlgorithm`` (which
 Processing runs on the main thread, also for QgsProcessingAlgRunnerTask) turns the layer and the
 extent into plain values; ``processAlgorithm`` (off the main thread) only hands them to
-``backend.upscale`` and maps progress, log and cancellation onto the feedback. No project, layer
-or canvas is touched there.
+``backend.upscale``, maps progress, log and cancellation onto the feedback and registers the
+result for loading (named, styled and grouped by ``results.ResultPostProcessor``). No project,
+layer or canvas is touched there.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -28,19 +30,20 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
+    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
+    QgsProcessingParameterRange,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterString,
     QgsProcessingUtils,
     QgsProviderRegistry,
     QgsRasterLayer,
 )
-from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from .. import backend
+from .. import backend, catalog, protocol, results, settings
 from ..settings import DEFAULT_OVERLAP, DEFAULT_TILE, DEVICES, PRECISIONS
+from ..translation import tr
 
 ICON_DIRS = (
     Path(__file__).resolve().parents[1] / "icons",
@@ -56,16 +59,64 @@ def plugin_icon() -> QIcon:
     return QIcon()
 
 
+VALUE_MAPPINGS = ("auto", "fixed", "percentile")
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+def protocol_has(name: str) -> bool:
+    """True when the worker protocol this plugin speaks knows the upscale parameter ``name``."""
+    return name in protocol.UPSCALE_PARAMS or name in protocol.OPTIONAL_UPSCALE_PARAMS
+
+
+def value_contract(mode: str, low_high: list[float] | None) -> str | None:
+    """The worker's ``value_contract`` for a VALUE_MAPPING choice and its VALUE_RANGE."""
+    if mode == "auto":
+        return None
+    if mode == "percentile":
+        lo, hi = low_high if low_high else (2.0, 98.0)
+        if not (0 <= lo < hi <= 100):
+            raise QgsProcessingException(
+                tr(
+                    "A percentile stretch needs 0 <= low < high <= 100 in Value range, got {} and "
+                    "{}."
+                ).format(_g(lo), _g(hi))
+            )
+        return f"percentile:{_g(lo)}:{_g(hi)}"
+    if not low_high:
+        raise QgsProcessingException(
+            tr(
+                "Value mapping 'Fixed range' needs the Value range: the input values that map to "
+                "the model's darkest and brightest (for example 0 and 10000 for Sentinel-2 "
+                "reflectance)."
+            )
+        )
+    lo, hi = low_high
+    if not lo < hi:
+        raise QgsProcessingException(
+            tr("Value range: low ({}) must be below high ({}).").format(_g(lo), _g(hi))
+        )
+    return f"fixed:{_g(lo)}:{_g(hi)}"
+
+
+def _g(v: float) -> str:
+    return f"{float(v):g}"
+
+
 class SuperResolveAlgorithm(QgsProcessingAlgorithm):
     """Super-resolve a raster layer with a SlimDiffSR model through the backend worker."""
 
     INPUT = "INPUT"
     BANDS = "BANDS"
     MODEL = "MODEL"
+    MODEL_FILE = "MODEL_FILE"
+    VALUE_MAPPING = "VALUE_MAPPING"
+    VALUE_RANGE = "VALUE_RANGE"
+    DETAIL = "DETAIL"
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
     DEVICE = "DEVICE"
     PRECISION = "PRECISION"
+    RUNTIME = "RUNTIME"
     EXTENT = "EXTENT"
     QA = "QA"
     OUTPUT = "OUTPUT"
@@ -75,9 +126,13 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         super().__init__()
         self._job: dict[str, Any] = {}
         self._layer_name = ""
+        self._layer_id: str | None = None
+        self._load_project: Any = None
+        self._models: list[dict[str, Any]] = []
+        self._default_output = ""
 
     def tr(self, text: str) -> str:
-        return QCoreApplication.translate("SlimDiffSR", text)
+        return tr(text)
 
     def createInstance(self) -> SuperResolveAlgorithm:
         return SuperResolveAlgorithm()
@@ -97,56 +152,96 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         )
 
     def shortHelpString(self) -> str:
+        names = ", ".join(catalog.names(self._models or catalog.models(ask_backend=False)))
         return self.tr(
-            "Writes a super-resolved copy of a raster layer as a GeoTIFF: same CRS and extent, "
-            "pixel size divided by the model's scale (x4 or x8), same data type and nodata.\n\n"
-            "Only Input and Output are needed; the defaults use the default model on all bands "
-            "the model expects. Model is an installed model name ('default', 'bicubic', ...) or "
-            "the path of a .safetensors model file; its card fixes the scale, the bands it "
-            "expects and how values are scaled. Bands maps layer bands to the model's bands, in "
-            "the model's order. Extent restricts the run to an area (any CRS; it is transformed "
-            "to the layer's). QA also writes a consistency layer (how far the result, shrunk "
-            "back, departs from the input).\n\n"
-            "The work runs in the SlimDiffSR backend (a separate Python environment with PyTorch); "
-            "see SlimDiffSR > Backend settings. Large rasters are processed tile by tile; lower "
-            "the tile size if the GPU runs out of memory."
-        )
+            "<p>Writes a super-resolved copy of a raster layer as a GeoTIFF: same CRS and extent, "
+            "pixel size divided by the model's scale (x4 or x8), same data type and nodata. Only "
+            "<b>Input layer</b> is needed; the result goes to the SlimDiffSR output folder unless "
+            "you choose a file or a temporary file.</p>"
+            "<p><b>Model</b>: the models installed in the backend ({}). The default, "
+            "slimdiffsr-nano-x4, expects red, green and blue; bicubic-x4 and bicubic-x8 are plain "
+            "interpolation to compare against. Advanced: <b>Model file</b> runs a .safetensors "
+            "model file instead.</p>"
+            "<p><b>Bands</b>: the layer bands to feed the model, in the model's band order (for "
+            "Sentinel-2 RGB: 4, 3, 2). Empty: the first bands, as many as the model expects.</p>"
+            "<p><b>Value mapping</b>: how pixel values are scaled for the model. Automatic uses the "
+            "model card and the data type; <i>Fixed range</i> maps Value range low..high (for "
+            "example 0..10000 for Sentinel-2 reflectance); <i>Percentile stretch</i> maps the "
+            "raster's Value range percentiles (default 2..98), computed once per raster.</p>"
+            "<p><b>Extent</b> restricts the run to an area (any CRS). <b>QA layer</b> also writes "
+            "how far the result, shrunk back, departs from the input.</p>"
+            "<p>The work runs in the SlimDiffSR backend, a separate Python environment; set it up "
+            "and check it in <i>Raster &gt; SlimDiffSR &gt; Backend settings and check...</i>. "
+            "The same tool with a preview and a progress bar per tile is in <i>Raster &gt; "
+            "SlimDiffSR &gt; SlimDiffSR panel</i>. Lower the tile size (Advanced) if the GPU runs "
+            "out of memory.</p>"
+        ).format(names)
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
+        self._models = catalog.models()
+        model_names = catalog.names(self._models)
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input layer")))
         self.addParameter(
-            QgsProcessingParameterBand(
-                self.BANDS,
-                self.tr("Bands, in the model's band order (empty: the model's default)"),
-                None,
-                self.INPUT,
-                optional=True,
-                allowMultiple=True,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterString(
+            QgsProcessingParameterEnum(
                 self.MODEL,
-                self.tr(
-                    "Model (installed name such as 'default' or 'bicubic', or a .safetensors file)"
-                ),
-                defaultValue="default",
+                self.tr("Model"),
+                model_names,
+                defaultValue=catalog.default_name(self._models),
+                usesStaticStrings=True,
+            )
+        )
+        bands = QgsProcessingParameterBand(
+            self.BANDS, self.tr("Bands"), None, self.INPUT, optional=True, allowMultiple=True
+        )
+        bands.setHelp(self.tr("Layer bands in the model's band order; empty: the first bands."))
+        self.addParameter(bands)
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.VALUE_MAPPING,
+                self.tr("Value mapping"),
+                [
+                    self.tr("Automatic (model card)"),
+                    self.tr("Fixed range"),
+                    self.tr("Percentile stretch"),
+                ],
+                defaultValue=0,
             )
         )
         self.addParameter(
-            QgsProcessingParameterExtent(
-                self.EXTENT, self.tr("Extent (empty: the whole layer)"), optional=True
+            QgsProcessingParameterRange(
+                self.VALUE_RANGE,
+                self.tr("Value range (low, high)"),
+                QgsProcessingParameterNumber.Double,
+                optional=True,
             )
         )
-        self.addParameter(
-            QgsProcessingParameterBoolean(
-                self.QA, self.tr("Also write the consistency (QA) layer"), defaultValue=False
+        if protocol_has("detail"):
+            self.addParameter(
+                QgsProcessingParameterNumber(
+                    self.DETAIL,
+                    self.tr("Detail (0 fidelity .. 1 detail)"),
+                    QgsProcessingParameterNumber.Double,
+                    optional=True,
+                    minValue=0.0,
+                    maxValue=1.0,
+                )
             )
+        self.addParameter(
+            QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent"), optional=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean(self.QA, self.tr("QA layer"), defaultValue=False)
         )
         advanced = [
+            QgsProcessingParameterFile(
+                self.MODEL_FILE,
+                self.tr("Model file (replaces Model)"),
+                extension="safetensors",
+                optional=True,
+            ),
             QgsProcessingParameterNumber(
                 self.TILE_SIZE,
-                self.tr("Tile size (input pixels)"),
+                self.tr("Tile size (px)"),
                 QgsProcessingParameterNumber.Integer,
                 DEFAULT_TILE,
                 minValue=32,
@@ -154,7 +249,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             ),
             QgsProcessingParameterNumber(
                 self.OVERLAP,
-                self.tr("Tile overlap (input pixels)"),
+                self.tr("Tile overlap (px)"),
                 QgsProcessingParameterNumber.Integer,
                 DEFAULT_OVERLAP,
                 minValue=0,
@@ -165,13 +260,35 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                 self.PRECISION, self.tr("Precision"), PRECISIONS, defaultValue=0
             ),
         ]
+        if protocol_has("runtime"):
+            advanced.append(
+                QgsProcessingParameterEnum(
+                    self.RUNTIME,
+                    self.tr("Runtime"),
+                    list(RUNTIMES),
+                    defaultValue="auto",
+                    usesStaticStrings=True,
+                )
+            )
         for p in advanced:
             p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(p)
+        self._default_output = self._output_default()
         self.addParameter(
-            QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Super-resolved"))
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT, self.tr("Super-resolved"), defaultValue=self._default_output or None
+            )
         )
         self.addOutput(QgsProcessingOutputRasterLayer(self.QA_OUTPUT, self.tr("Consistency (QA)")))
+
+    def _output_default(self) -> str:
+        """A new file in the output folder, so results survive a restart (or temporary)."""
+        try:
+            if settings.temporary_outputs():
+                return ""
+            return str(settings.unique_output("superresolved"))
+        except Exception:  # no project/settings (e.g. listing algorithms headless): temporary
+            return ""
 
     # -- checks on the calling thread ---------------------------------------------------------
     def checkParameterValues(
@@ -191,6 +308,18 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             return False, self.tr(
                 "The input '{}' is a vector layer; super-resolution needs a raster layer."
             ).format(layer.name())
+        model = parameters.get(self.MODEL)
+        options = catalog.names(self._models)
+        if (
+            isinstance(model, str)
+            and model
+            and model not in options
+            and not parameters.get(self.MODEL_FILE)
+        ):
+            return False, self.tr(
+                "The model '{}' is not installed in the backend; installed: {}. Choose one of "
+                "them, or give a .safetensors file as Model file."
+            ).format(model, ", ".join(options))
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, message
@@ -206,8 +335,20 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
     ) -> bool:
-        """Resolve layers and extents into plain values (runs on the main thread)."""
+        """Resolve layers and extents into plain values (runs on the main thread).
+
+        The output layer is registered for loading in ``processAlgorithm`` instead: the toolbox
+        dialog runs the algorithm in a QgsProcessingAlgRunnerTask, whose thread context replaces
+        the layers to load of this (main thread) context when it finishes.
+        """
         self._job = self._resolve(parameters, context)
+        output = self._job["output"]
+        self._load_project = None
+        if context.willLoadLayerOnCompletion(output):
+            self._load_project = context.layerToLoadOnCompletionDetails(output).project
+            layers = context.layersToLoadOnCompletion()
+            layers.pop(output, None)
+            context.setLayersToLoadOnCompletion(layers)
         return True
 
     def _resolve(
@@ -239,8 +380,25 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                     ).format(too_high[0], layer.name(), nbands, nbands)
                 )
 
-        model = (self.parameterAsString(parameters, self.MODEL, context) or "default").strip()
-        self._check_model_path(model)
+        model_file = (self.parameterAsFile(parameters, self.MODEL_FILE, context) or "").strip()
+        if model_file:
+            if not Path(model_file).expanduser().is_file():
+                raise QgsProcessingException(
+                    self.tr("The model file does not exist: {}.").format(model_file)
+                )
+            model = model_file
+        else:
+            model = self.parameterAsEnumString(parameters, self.MODEL, context) or (
+                catalog.default_name(self._models)
+            )
+
+        mode = VALUE_MAPPINGS[self.parameterAsEnum(parameters, self.VALUE_MAPPING, context)]
+        low_high = None
+        if parameters.get(self.VALUE_RANGE) not in (None, ""):
+            low_high = self.parameterAsRange(parameters, self.VALUE_RANGE, context) or None
+            if low_high is not None and len(low_high) != 2:
+                low_high = None
+        contract = value_contract(mode, low_high)
 
         roi = None
         if parameters.get(self.EXTENT) not in (None, ""):
@@ -258,6 +416,9 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
 
         if with_output:
             output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+            if output == self._default_output and Path(output).exists():
+                # the dialog's default file, run a second time: a new name, never a replacement
+                output = str(settings.unique_output("superresolved"))
         else:
             raw = parameters.get(self.OUTPUT)
             if isinstance(raw, QgsProcessingOutputLayerDefinition):
@@ -276,21 +437,35 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                 )
             )
         self._layer_name = layer.name()
-        return {
+        project = context.project()
+        self._layer_id = (
+            layer.id() if project is not None and project.mapLayer(layer.id()) is layer else None
+        )
+        device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
+        job: dict[str, Any] = {
             "input": source,
             "output": output,
             "model": model,
             "bands": bands,
             "tile": self.parameterAsInt(parameters, self.TILE_SIZE, context),
             "overlap": self.parameterAsInt(parameters, self.OVERLAP, context),
-            "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            "device": device,
             "precision": PRECISIONS[self.parameterAsEnum(parameters, self.PRECISION, context)],
             "roi_bounds": roi,
             "qa": self.parameterAsBoolean(parameters, self.QA, context),
             "overwrite": True,  # the user chose this destination in QGIS's file dialog
-            "value_contract": None,
+            "value_contract": contract,
             "out_dtype": None,
         }
+        if protocol_has("batch_size") and runs_on_cpu(device):
+            job["batch_size"] = 1  # progress after every tile, and cancel between tiles
+        if protocol_has("runtime") and self.parameterDefinition(self.RUNTIME) is not None:
+            runtime = self.parameterAsEnumString(parameters, self.RUNTIME, context) or "auto"
+            if runtime != "auto":
+                job["runtime"] = runtime
+        if protocol_has("detail") and parameters.get(self.DETAIL) not in (None, ""):
+            job["detail"] = self.parameterAsDouble(parameters, self.DETAIL, context)
+        return job
 
     def _gdal_path(self, layer: QgsRasterLayer) -> str:
         if layer.providerType() != "gdal":
@@ -317,16 +492,6 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             )
         return path
 
-    def _check_model_path(self, model: str) -> None:
-        """A model given as a path must exist; the backend checks that it is a model."""
-        looks_like_path = model.lower().endswith(".safetensors") or any(
-            sep in model for sep in ("/", "\\")
-        )
-        if looks_like_path and not Path(model).expanduser().is_file():
-            raise QgsProcessingException(
-                self.tr("The model file does not exist: {}.").format(model)
-            )
-
     # -- the work, off the main thread -------------------------------------------------------
     def processAlgorithm(
         self,
@@ -335,16 +500,21 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
         job = dict(self._job)
-        feedback.pushInfo(
-            self.tr("Super-resolving '{}' with model '{}'").format(self._layer_name, job["model"])
+        model_label = (
+            Path(job["model"]).stem if job["model"].endswith(".safetensors") else job["model"]
         )
-        last_text = [""]
-
-        def progress(fraction: float, message: str) -> None:
-            feedback.setProgress(max(0.0, min(100.0, 100.0 * fraction)))
-            if message and message != last_text[0]:
-                last_text[0] = message
-                feedback.setProgressText(message)
+        feedback.pushInfo(
+            self.tr("Super-resolving '{}' with model '{}'").format(self._layer_name, model_label)
+        )
+        try:
+            plan = backend.preflight(job)
+        except backend.BackendError:
+            plan = None  # the run itself reports the problem, with the full message
+        if plan and plan.get("sentence"):
+            feedback.pushInfo(str(plan["sentence"]))
+            for w in (plan.get("plan") or {}).get("warnings") or []:
+                feedback.pushWarning(str(w))
+        progress = TileProgress(feedback)
 
         def started(worker: backend.Worker) -> None:
             hello = worker.hello
@@ -361,13 +531,13 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         try:
             result = backend.upscale(
                 job,
-                on_progress=progress,
+                on_event=progress.event,
                 log=feedback.pushConsoleInfo,
                 is_canceled=feedback.isCanceled,
                 on_started=started,
             )
-        except backend.BackendCancelled:
-            feedback.pushInfo(self.tr("Cancelled; no output was written."))
+        except backend.BackendCancelled as e:
+            feedback.pushInfo(str(e))
             return {}
         except backend.BackendError as e:
             if e.detail:
@@ -381,17 +551,107 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                 )
             ) from None
 
-        feedback.pushInfo(summary_text(result.get("summary") or {}))
-        out = {self.OUTPUT: result.get("output") or job["output"]}
+        summary = result.get("summary") or {}
+        feedback.pushInfo(summary_text(summary))
+        if progress.rate() > 0:
+            settings.set_tiles_per_second(progress.rate())
+        output = result.get("output") or job["output"]
+        out = {self.OUTPUT: output}
+        scale = summary.get("scale") or (catalog.find(job["model"], self._models) or {}).get(
+            "scale"
+        )
+        name = results.result_name(self._layer_name, scale, model_label)
+        if self._load_project is not None:
+            self._load_on_completion(context, output, name, self.OUTPUT, 0)
         if result.get("qa_output"):
             out[self.QA_OUTPUT] = result["qa_output"]
+            if self._load_project is not None:
+                qa_name = self.tr("{} QA").format(name)
+                self._load_on_completion(context, result["qa_output"], qa_name, self.QA_OUTPUT, 1)
         return out
+
+    def _load_on_completion(
+        self, context: QgsProcessingContext, path: str, name: str, output: str, position: int
+    ) -> None:
+        """Register a result to load, named, styled and grouped, in the running context.
+
+        This context is the one Processing loads from afterwards: the caller's own for
+        ``processing.runAndLoadResults``, and for the toolbox dialog the thread context whose
+        layers QgsProcessingAlgRunnerTask hands back to the dialog (``takeResultsFrom``).
+        """
+        details = QgsProcessingContext.LayerDetails(
+            name, self._load_project, output, QgsProcessingUtils.LayerHint.Raster
+        )
+        details.setPostProcessor(
+            results.post_processor(self._layer_id, self._job.get("bands"), position)
+        )
+        context.addLayerToLoadOnCompletion(path, details)
+
+
+def runs_on_cpu(device: str) -> bool:
+    """True for 'cpu', and for 'auto' unless the backend last reported a GPU."""
+    return device == "cpu" or (device == "auto" and not settings.backend_has_gpu())
+
+
+class TileProgress:
+    """Maps the worker's progress events onto a feedback: percent, tiles done/total, time left."""
+
+    def __init__(self, feedback: QgsProcessingFeedback) -> None:
+        self.feedback = feedback
+        self.start = time.monotonic()
+        self.first: tuple[float, int] | None = None  # (time, done) at the first tile
+        self.last_done = 0
+        self.total = 0
+        self.last_text = ""
+
+    def rate(self) -> float:
+        """Tiles per second after the first tile (model loading excluded)."""
+        if self.first is None or self.last_done <= self.first[1]:
+            return 0.0
+        dt = time.monotonic() - self.first[0]
+        return (self.last_done - self.first[1]) / dt if dt > 0 else 0.0
+
+    def event(self, msg: dict[str, Any]) -> None:
+        done, total = int(msg.get("done") or 0), int(msg.get("total") or 0)
+        frac = msg.get("fraction")
+        if frac is None and total:
+            frac = done / total
+        self.feedback.setProgress(max(0.0, min(100.0, 100.0 * float(frac or 0.0))))
+        if total <= 0:
+            return
+        if done > 0 and self.first is None:
+            self.first = (time.monotonic(), done)
+        self.last_done, self.total = done, total
+        text = progress_text(done, total, self.rate())
+        if text != self.last_text:
+            self.last_text = text
+            self.feedback.setProgressText(text)
+
+
+def progress_text(done: int, total: int, tiles_per_s: float) -> str:
+    """'Tile 3 of 12, about 40 s left' (no estimate before the second tile)."""
+    if total <= 0:
+        return ""
+    text = tr("Tile {} of {}").format(done, total)
+    if 0 < done < total and tiles_per_s > 0:
+        text += tr(", about {} left").format(duration_text((total - done) / tiles_per_s))
+    return text
+
+
+def duration_text(seconds: float) -> str:
+    """Seconds as people say them: '40 s', '3 min', '1 h 5 min'."""
+    s = max(0, round(seconds))
+    if s < 90:
+        return tr("{} s").format(s)
+    if s < 3600:
+        return tr("{} min").format(round(s / 60))
+    return tr("{} h {} min").format(s // 3600, round((s % 3600) / 60))
 
 
 def summary_text(summary: dict[str, Any]) -> str:
     """One line for the log from the worker's result summary (its keys may grow)."""
     if not summary:
-        return "Done."
+        return tr("Done.")
     size = summary.get("output_size")
     parts = [f"x{summary['scale']}" if "scale" in summary else ""]
     if isinstance(size, list | tuple) and len(size) == 2:
@@ -404,7 +664,7 @@ def summary_text(summary: dict[str, Any]) -> str:
         parts.append(f"on {summary['device']} ({summary.get('precision', '')})")
     if isinstance(summary.get("mean_consistency"), int | float):
         parts.append(f"mean consistency {summary['mean_consistency']:.3f}")
-    return "Done: " + ", ".join(p for p in parts if p) + "."
+    return tr("Done: {}.").format(", ".join(p for p in parts if p))
 
 
 __all__ = ["SuperResolveAlgorithm", "plugin_icon", "summary_text"]

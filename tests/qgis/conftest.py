@@ -92,6 +92,6 @@ else:
 
     @pytest.fixture(scope="session")
     def model_name() -> str:
-        """The shipped default model when it exists, else the bicubic baseline (both x4)."""
+        """The shipped default model's name when it exists, else the bicubic baseline (both x4)."""
         zoo = ROOT / "core" / "slimdiffsr" / "zoo" / "slimdiffsr-nano-x4.safetensors"
-        return "default" if zoo.is_file() else "bicubic"
+        return "slimdiffsr-nano-x4" if zoo.is_file() else "bicubic-x4"

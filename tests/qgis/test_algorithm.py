@@ -83,14 +83,14 @@ def u16(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def nodata_tif(tmp_path: Path, shared_data: Path) -> Path:
-    """A corner of rasterio's RGB.byte.tif: real Landsat data with its nodata (0) collar."""
+    """The left edge of rasterio's RGB.byte.tif: real Landsat data and its nodata (0) collar."""
     from osgeo import gdal
 
     src = shared_data / "rasterio" / "RGB.byte.tif"
     if not src.is_file():
         pytest.skip(f"{src} is missing")
     out = tmp_path / "rgb_byte_corner.tif"
-    gdal.Translate(str(out), str(src), srcWin=[0, 0, 72, 64])
+    gdal.Translate(str(out), str(src), srcWin=[0, 440, 72, 64])  # collar and land
     return out
 
 
@@ -119,7 +119,7 @@ def assert_super_resolved(out: str | Path, src: Path, scale: int = SCALE) -> Qgs
 def test_only_input_and_output(plugin, backend_python, model_name, rgb8, tmp_path) -> None:
     """The defaults work: with the shipped default model, or bicubic until it ships."""
     params: dict[str, Any] = {"INPUT": str(rgb8), "OUTPUT": str(tmp_path / "out.tif")}
-    if model_name != "default":
+    if model_name != "slimdiffsr-nano-x4":
         params["MODEL"] = model_name
     res = processing.run(ALG, params)
     out = assert_super_resolved(res["OUTPUT"], rgb8)
@@ -128,13 +128,13 @@ def test_only_input_and_output(plugin, backend_python, model_name, rgb8, tmp_pat
     assert stats.maximumValue > stats.minimumValue  # not a blank image
 
 
-def test_layer_object_uint16(plugin, backend_python, model_name, u16, tmp_path) -> None:
+def test_layer_object_uint16(plugin, backend_python, u16, tmp_path) -> None:
     layer = QgsRasterLayer(str(u16), "u16", "gdal")
     res = processing.run(
         ALG,
         {
             "INPUT": layer,
-            "MODEL": model_name,
+            "MODEL": "bicubic-x4",
             "TILE_SIZE": 32,
             "OVERLAP": 12,
             "DEVICE": 2,  # cpu
@@ -146,14 +146,14 @@ def test_layer_object_uint16(plugin, backend_python, model_name, u16, tmp_path) 
     assert out.crs().authid() == "EPSG:32618"
 
 
-def test_nodata_is_kept(plugin, backend_python, model_name, nodata_tif, tmp_path) -> None:
+def test_nodata_is_kept(plugin, backend_python, nodata_tif, tmp_path) -> None:
     res = processing.run(
-        ALG, {"INPUT": str(nodata_tif), "MODEL": model_name, "OUTPUT": str(tmp_path / "nd.tif")}
+        ALG, {"INPUT": str(nodata_tif), "MODEL": "bicubic-x4", "OUTPUT": str(tmp_path / "nd.tif")}
     )
     out = assert_super_resolved(res["OUTPUT"], nodata_tif)
     dp = out.dataProvider()
     assert dp.sourceHasNoDataValue(1) and dp.sourceNoDataValue(1) == 0
-    # the top-left corner of RGB.byte.tif is in the nodata collar, and stays nodata
+    # the top-left pixel of the window is in the nodata collar, and stays nodata
     corner = QgsPointXY(
         out.extent().xMinimum() + out.rasterUnitsPerPixelX() / 2,
         out.extent().yMaximum() - out.rasterUnitsPerPixelY() / 2,
@@ -162,7 +162,7 @@ def test_nodata_is_kept(plugin, backend_python, model_name, nodata_tif, tmp_path
     assert not ok or value == 0
 
 
-def test_extent_in_another_crs(plugin, backend_python, model_name, rgb8, tmp_path) -> None:
+def test_extent_in_another_crs(plugin, backend_python, rgb8, tmp_path) -> None:
     layer = QgsRasterLayer(str(rgb8), "rgb8", "gdal")
     e = layer.extent()
     inner = QgsRectangle(
@@ -182,7 +182,7 @@ def test_extent_in_another_crs(plugin, backend_python, model_name, rgb8, tmp_pat
         ALG,
         {
             "INPUT": layer,
-            "MODEL": model_name,
+            "MODEL": "bicubic-x4",
             "EXTENT": extent,
             "OUTPUT": str(tmp_path / "roi.tif"),
         },
@@ -210,39 +210,102 @@ def test_extent_in_another_crs(plugin, backend_python, model_name, rgb8, tmp_pat
     assert offset == pytest.approx(round(offset), abs=1e-6)
 
 
-def test_cancel_mid_run(plugin, backend_python, tmp_path) -> None:
-    """Cancel through the task: it ends cancelled, no output remains, the worker is gone."""
+def start_task(params: dict[str, Any]) -> tuple[Any, RecordingFeedback, list[tuple[bool, bool]]]:
+    """Run the algorithm the way the toolbox and the dock do: in a QgsProcessingAlgRunnerTask."""
+    alg = QgsApplication.processingRegistry().createAlgorithmById(ALG)
+    feedback = RecordingFeedback()
+    context = QgsProcessingContext()
+    task = QgsProcessingAlgRunnerTask(alg, params, context, feedback)
+    feedback.keep = (alg, context)  # the task holds C++ references to both
+    done: list[tuple[bool, bool]] = []
+    task.executed.connect(lambda ok, _res: done.append((ok, task.isCanceled())))
+    QgsApplication.taskManager().addTask(task)
+    return task, feedback, done
+
+
+def cancel_and_time(task: Any, done: list) -> float:
+    t0 = time.monotonic()
+    task.cancel()
+    assert wait_until(lambda: bool(done), 60, step=0.01)
+    return time.monotonic() - t0
+
+
+def test_cancel_between_tiles_keeps_the_warm_worker(plugin, backend_python, tmp_path) -> None:
+    """A cancel the worker honours between tiles: done in < 2 s, no file, the worker stays warm."""
+    from qgis_plugin import backend
+
     big = write_raster(tmp_path / "big.tif", pattern(3, 768, 768, 255, np.uint8))
     out = tmp_path / "big_sr.tif"
-    alg = QgsApplication.processingRegistry().createAlgorithmById(ALG)
-    context = QgsProcessingContext()
-    feedback = RecordingFeedback()
     params = {
         "INPUT": str(big),
-        "MODEL": "bicubic",
+        "MODEL": "bicubic-x4",
         "TILE_SIZE": 32,
         "OVERLAP": 16,
         "DEVICE": 2,
         "OUTPUT": str(out),
     }
-    task = QgsProcessingAlgRunnerTask(alg, params, context, feedback)
-    done: list[tuple[bool, bool]] = []
-    terminated: list[bool] = []
-    task.executed.connect(lambda ok, _res: done.append((ok, task.isCanceled())))
-    task.taskTerminated.connect(lambda: terminated.append(True))
-    QgsApplication.taskManager().addTask(task)
+    task, feedback, done = start_task(params)
     assert wait_until(lambda: feedback.progress() > 0 or bool(done), 120)
     assert not done, f"finished before it could be cancelled: {feedback.messages[-5:]}"
     pid = feedback.worker_pid()
     assert pid is not None and pid_alive(pid)
-    task.cancel()
-    assert wait_until(lambda: bool(done), 60)
+    took = cancel_and_time(task, done)
     ok, cancelled = done[0]
     assert not ok and cancelled
-    assert wait_until(lambda: bool(terminated), 10)
+    assert took < 2.0, f"cancel took {took:.2f} s"
     assert not out.exists()
     assert not [p.name for p in tmp_path.iterdir() if "big_sr" in p.name]  # nor temporaries
-    assert wait_until(lambda: not pid_alive(pid), 10)
+    assert pid_alive(pid) and backend.shared_worker_pid() == pid  # idle and reused, no orphan
+
+
+@pytest.mark.slow
+def test_cancel_inside_a_long_tile_kills_within_2s(plugin, backend_python, model_name, tmp_path):
+    """The default model on CPU is slow per tile: after the grace the worker is killed, < 2 s."""
+    from qgis_plugin import backend
+
+    src = write_raster(tmp_path / "scene.tif", pattern(3, 200, 200, 255, np.uint8))
+    out = tmp_path / "scene_sr.tif"
+    params = {"INPUT": str(src), "MODEL": model_name, "DEVICE": 2, "OUTPUT": str(out)}
+    task, feedback, done = start_task(params)
+    assert wait_until(lambda: feedback.worker_pid() is not None or bool(done), 120)
+    pid = feedback.worker_pid()
+    wait_until(lambda: bool(done), 1.0)  # the model is loading / the first tile is running
+    assert not done, feedback.messages[-5:]
+    took = cancel_and_time(task, done)
+    assert done[0] == (False, True)
+    assert took < 2.0, f"cancel took {took:.2f} s"
+    assert not [p.name for p in tmp_path.iterdir() if "scene_sr" in p.name]
+    if not pid_alive(pid):  # killed: the next run starts a fresh worker
+        assert backend.shared_worker_pid() is None
+
+
+def test_second_run_reuses_the_worker(plugin, backend_python, rgb8, tmp_path) -> None:
+    """The warm worker: a second run in the same session starts no new worker process."""
+    from qgis_plugin import backend
+
+    pids = []
+    starts = backend._Shared.starts
+    for i in range(2):
+        feedback = RecordingFeedback()
+        processing.run(
+            ALG,
+            {"INPUT": str(rgb8), "MODEL": "bicubic-x4", "OUTPUT": str(tmp_path / f"r{i}.tif")},
+            feedback=feedback,
+        )
+        pids.append(feedback.worker_pid())
+    assert pids[0] is not None and pids[0] == pids[1]
+    assert backend._Shared.starts <= starts + 1  # at most the first run started one
+    assert pid_alive(pids[0])
+    # a worker that died is replaced on the next run
+    os.kill(pids[0], signal.SIGKILL)
+    assert wait_until(lambda: not pid_alive(pids[0]), 10)
+    feedback = RecordingFeedback()
+    processing.run(
+        ALG,
+        {"INPUT": str(rgb8), "MODEL": "bicubic-x4", "OUTPUT": str(tmp_path / "r3.tif")},
+        feedback=feedback,
+    )
+    assert feedback.worker_pid() not in (None, pids[0])
 
 
 def test_killed_worker_is_reported(plugin, backend_python, tmp_path) -> None:
@@ -265,7 +328,7 @@ def test_killed_worker_is_reported(plugin, backend_python, tmp_path) -> None:
     threading.Thread(target=kill_when_working, daemon=True).start()
     params = {
         "INPUT": str(big),
-        "MODEL": "bicubic",
+        "MODEL": "bicubic-x4",
         "TILE_SIZE": 32,
         "OVERLAP": 16,
         "DEVICE": 2,
@@ -300,7 +363,7 @@ def test_inside_a_processing_model(plugin, backend_python, rgb8, tmp_path) -> No
         "INPUT", [QgsProcessingModelChildParameterSource.fromModelParameter("raster")]
     )
     child.addParameterSources(
-        "MODEL", [QgsProcessingModelChildParameterSource.fromStaticValue("bicubic")]
+        "MODEL", [QgsProcessingModelChildParameterSource.fromStaticValue("bicubic-x4")]
     )
     out = QgsProcessingModelOutput("sr_out")
     out.setChildId("sr")

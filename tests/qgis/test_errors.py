@@ -49,7 +49,7 @@ def test_too_few_bands_for_the_mapping(plugin, rgb8, tmp_path) -> None:
 
 
 def test_single_band_layer_for_an_rgb_model(plugin, backend_python, model_name, tmp_path) -> None:
-    if model_name != "default":
+    if model_name != "slimdiffsr-nano-x4":
         pytest.skip("needs the shipped RGB default model (bicubic takes any bands)")
     gray = write_raster(tmp_path / "gray.tif", np.full((1, 16, 16), 7, np.uint8))
     text = run_error({"INPUT": str(gray), "OUTPUT": str(tmp_path / "o.tif")})
@@ -59,7 +59,7 @@ def test_single_band_layer_for_an_rgb_model(plugin, backend_python, model_name, 
 
 def test_missing_backend(plugin, rgb8, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SLIMDIFFSR_PYTHON", str(tmp_path / "nowhere" / "python"))
-    text = run_error({"INPUT": str(rgb8), "MODEL": "bicubic", "OUTPUT": str(tmp_path / "o.tif")})
+    text = run_error({"INPUT": str(rgb8), "MODEL": "bicubic-x4", "OUTPUT": str(tmp_path / "o.tif")})
     assert "SLIMDIFFSR_PYTHON" in text and "does not exist" in text
     assert "setup_backend.sh" in text
 
@@ -67,15 +67,18 @@ def test_missing_backend(plugin, rgb8, tmp_path, monkeypatch) -> None:
 def test_broken_backend(plugin, rgb8, tmp_path, monkeypatch) -> None:
     """A real Python without slimdiffsr installed: the worker cannot start, and we say so."""
     monkeypatch.setenv("SLIMDIFFSR_PYTHON", sys.executable)
-    text = run_error({"INPUT": str(rgb8), "MODEL": "bicubic", "OUTPUT": str(tmp_path / "o.tif")})
-    assert "did not start" in text and "No module named" in text
+    text = run_error({"INPUT": str(rgb8), "MODEL": "bicubic-x4", "OUTPUT": str(tmp_path / "o.tif")})
+    assert f"The Python at {sys.executable}" in text
+    assert "does not have SlimDiffSR installed" in text and "pip install slimdiffsr" in text
     assert not (tmp_path / "o.tif").exists()
 
 
 def test_file_that_is_not_a_model(plugin, backend_python, rgb8, tmp_path) -> None:
     fake = tmp_path / "weights.safetensors"
     fake.write_text("this is not a model")
-    text = run_error({"INPUT": str(rgb8), "MODEL": str(fake), "OUTPUT": str(tmp_path / "o.tif")})
+    text = run_error(
+        {"INPUT": str(rgb8), "MODEL_FILE": str(fake), "OUTPUT": str(tmp_path / "o.tif")}
+    )
     assert text.startswith("The model cannot be used")
     assert "weights.safetensors" in text
     assert not (tmp_path / "o.tif").exists()
@@ -85,14 +88,14 @@ def test_unknown_model_name(plugin, backend_python, rgb8, tmp_path) -> None:
     text = run_error(
         {"INPUT": str(rgb8), "MODEL": "no-such-model", "OUTPUT": str(tmp_path / "o.tif")}
     )
-    assert text.startswith("The model cannot be used") and "no-such-model" in text
+    assert "'no-such-model' is not installed" in text and "bicubic-x4" in text
 
 
 def test_missing_model_file(plugin, rgb8, tmp_path) -> None:
     text = run_error(
         {
             "INPUT": str(rgb8),
-            "MODEL": str(tmp_path / "gone.safetensors"),
+            "MODEL_FILE": str(tmp_path / "gone.safetensors"),
             "OUTPUT": str(tmp_path / "o.tif"),
         }
     )
@@ -103,7 +106,7 @@ def test_extent_outside_the_layer(plugin, rgb8, tmp_path) -> None:
     text = run_error(
         {
             "INPUT": str(rgb8),
-            "MODEL": "bicubic",
+            "MODEL": "bicubic-x4",
             "EXTENT": "10,11,50,51 [EPSG:4326]",
             "OUTPUT": str(tmp_path / "o.tif"),
         }
@@ -112,10 +115,10 @@ def test_extent_outside_the_layer(plugin, rgb8, tmp_path) -> None:
 
 
 def test_output_must_be_geotiff(plugin, rgb8, tmp_path) -> None:
-    text = run_error({"INPUT": str(rgb8), "MODEL": "bicubic", "OUTPUT": str(tmp_path / "o.png")})
+    text = run_error({"INPUT": str(rgb8), "MODEL": "bicubic-x4", "OUTPUT": str(tmp_path / "o.png")})
     assert "GeoTIFF" in text
 
 
 def test_output_must_not_replace_the_input(plugin, rgb8) -> None:
-    text = run_error({"INPUT": str(rgb8), "MODEL": "bicubic", "OUTPUT": str(rgb8)})
+    text = run_error({"INPUT": str(rgb8), "MODEL": "bicubic-x4", "OUTPUT": str(rgb8)})
     assert "overwrite the input" in text

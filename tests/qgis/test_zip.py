@@ -167,7 +167,7 @@ def test_qgis_process_runs_installed_plugin(
             "slimdiffsr:superresolve",
             "--",
             f"INPUT={src}",
-            "MODEL=bicubic",
+            "MODEL=bicubic-x4",
             f"OUTPUT={out}",
         ],
         env=env,
