@@ -652,8 +652,21 @@ def worker_error(reply: dict[str, Any], location: BackendLocation | None = None)
     kind = str(reply.get("kind") or "internal")
     m = str(reply.get("message") or "no details").strip()
     detail = str(reply.get("traceback") or "")
-    if missing_package(m) in ("torch", "onnxruntime"):
+    missing = missing_package(m)
+    if missing in ("torch", "onnxruntime"):
         return BackendError(runtime_hint(location), kind="runtime", detail=detail or m)
+    if missing:
+        py = location.python if location else "python"
+        return BackendError(
+            tr(
+                "The SlimDiffSR backend{} is missing the Python package '{}'; it was installed "
+                "without its dependencies. Recreate it with `bash scripts/setup_backend.sh` (or "
+                "`bash scripts/setup_backend.sh --runtime onnx`), or run `{} -m pip install "
+                "slimdiffsr` there."
+            ).format(tr(" at {}").format(location.python) if location else "", missing, py),
+            kind="runtime",
+            detail=detail or m,
+        )
     if kind == "device" and "cuda" in m.lower():
         return BackendError(
             tr(
