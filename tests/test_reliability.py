@@ -6,8 +6,15 @@ concurrent runs through real ``slimdiffsr`` processes.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +22,13 @@ import torch
 from engine_util import texture, write_raster
 from safetensors.torch import save_file
 
-from slimdiffsr import cli
+from slimdiffsr import cli, protocol
+from slimdiffsr.engine.manifest import Manifest
+from slimdiffsr.engine.raster_io import human_bytes
+from slimdiffsr.errors import error_kind, one_line
 from slimdiffsr.models.card import CARD_KEY, ModelCard, ModelFileError, read_card
 from slimdiffsr.models.registry import ZOO_DIR, load_model
+from slimdiffsr.worker import error_message
 
 DEFAULT_FILE = ZOO_DIR / "slimdiffsr-nano-x4.safetensors"
 
@@ -29,9 +40,10 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def assert_one_line(err: str, *needles: str) -> None:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
+    """Exactly one error line (info lines such as the value mapping may precede it)."""
+    lines = [ln for ln in err.splitlines() if ln.startswith("slimdiffsr: error: ")]
     assert len(lines) == 1, err
-    assert "Traceback" not in err and lines[0].startswith("slimdiffsr: error: ")
+    assert "Traceback" not in err and "  File " not in err, err
     for n in needles:
         assert n in lines[0], (n, lines[0])
 
@@ -92,3 +104,204 @@ def test_weights_that_do_not_match_the_card_are_a_model_error(tmp_path):
 
 def test_the_shipped_card_passes():
     assert read_card(DEFAULT_FILE).scale == 4
+
+
+# -- real CLI processes: kill -9 then --resume, SIGTERM, two writers ---------------------------
+ROWS_LR = 2048  # 96 x 2048 LR with tile 32 / overlap 16: 127 tile rows x 5 = 635 tiles
+TOTAL_TILES = 127 * 5
+RUN_OPTS = ("--model", "bicubic", "--tile", "32", "--overlap", "16", "--batch-size", "1")
+RUN_OPTS += ("--threads", "1", "-q")
+
+
+@pytest.fixture
+def tall(tmp_path):
+    data = (texture(3, ROWS_LR, 96, seed=71) * 255).astype(np.uint8)
+    return write_raster(tmp_path / "tall.tif", data)
+
+
+def start_cli(*argv) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "slimdiffsr.cli", "upscale", *map(str, argv)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def wait_for_records(out: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until the run's journal holds ``n`` fsync'd records of finished rows."""
+    journal = out.with_name(protocol.journal_name(out.name))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = Manifest.read(journal)
+        if m is not None and len(m.rows_done) and sum(m.rows_done.values()) >= n * 256:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.01)
+    raise AssertionError("the run wrote no journal record in time")
+
+
+def computed_tiles(stdout: str) -> int:
+    return int(re.search(r"(\d+) tiles? in", stdout).group(1))
+
+
+def temp_files(out: Path) -> list[str]:
+    return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}."))
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_computes_only_the_missing_tiles_and_gives_identical_bytes(
+    tall, tmp_path
+):
+    ref = tmp_path / "ref.tif"
+    p = start_cli(tall, ref, *RUN_OPTS)
+    stdout, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    assert computed_tiles(stdout) == TOTAL_TILES
+
+    out = tmp_path / "out.tif"
+    p = start_cli(tall, out, *RUN_OPTS, "--resume")
+    wait_for_records(out, 2, p)
+    p.kill()  # SIGKILL: no handler, no cleanup, no chance to save anything
+    p.wait(30)
+    assert not out.exists()
+    journal = Manifest.read(out.with_name(protocol.journal_name(out.name)))
+    reused = len(journal.tiles)
+    assert 0 < reused < TOTAL_TILES
+
+    p = start_cli(tall, out, *RUN_OPTS, "--resume")
+    stdout, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    assert "other settings" not in err
+    assert computed_tiles(stdout) == TOTAL_TILES - reused  # only the missing tiles
+    assert out.read_bytes() == ref.read_bytes()  # the same file, byte for byte
+    assert temp_files(out) == []
+
+
+@pytest.mark.slow
+def test_sigterm_is_handled_like_ctrl_c_and_leaves_nothing(tall, tmp_path):
+    out = tmp_path / "out.tif"
+    p = start_cli(tall, out, *RUN_OPTS)
+    wait_for_records(out, 1, p)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + signal.SIGTERM
+    assert_one_line(err, "terminated by SIGTERM", "out.tif was not written")
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["tall.tif"]
+
+
+@pytest.mark.slow
+def test_sigterm_with_resume_keeps_the_partial_for_the_next_run(tall, tmp_path):
+    out = tmp_path / "out.tif"
+    p = start_cli(tall, out, *RUN_OPTS, "--resume")
+    wait_for_records(out, 1, p)
+    p.send_signal(signal.SIGHUP)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + signal.SIGHUP
+    assert_one_line(err, "terminated by SIGHUP", "resume")
+    names = temp_files(out)
+    assert protocol.journal_name(out.name) in names and not out.exists()
+    assert not any(n.endswith(".lock") for n in names)  # the lock goes with the process
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_locked_output_is_refused_at_once_and_the_first_finishes(tall, tmp_path):
+    out = tmp_path / "out.tif"
+    first = start_cli(tall, out, *RUN_OPTS)
+    wait_for_records(out, 1, first)
+    first.send_signal(signal.SIGSTOP)  # hold it mid-run, lock taken, whatever the machine's speed
+    try:
+        second = start_cli(tall, out, *RUN_OPTS, "--overwrite")
+        _, err = second.communicate(timeout=120)  # returns although the first never moves on
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert second.returncode == 2
+    assert_one_line(err, str(out), f"pid {first.pid}", "being written")
+    stdout, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    assert computed_tiles(stdout) == TOTAL_TILES and stdout.startswith(str(out))
+    ref = tmp_path / "ref.tif"
+    p = start_cli(tall, ref, *RUN_OPTS)
+    assert p.wait(600) == 0
+    assert out.read_bytes() == ref.read_bytes()  # the first run's file, complete and untouched
+    assert temp_files(out) == []
+
+
+# -- one line per bad file or environment failure ----------------------------------------------
+def test_truncated_geotiff_is_one_line_naming_the_file(tmp_path, capsys):
+    data = (texture(3, 256, 256, seed=72) * 255).astype(np.uint8)
+    src = write_raster(tmp_path / "whole.tif", data, compress="deflate")
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(src.read_bytes()[: src.stat().st_size * 2 // 3])  # header fine, body cut
+    code, _, err = run_cli(capsys, "upscale", cut, tmp_path / "o.tif", *RUN_OPTS)
+    assert code == 2
+    assert_one_line(err, "cut.tif", "truncated or damaged")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tif", "whole.tif"]
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "upscale", tmp_path / "none.tif", tmp_path / "o.tif", "--debug")
+    assert code == 2 and "Traceback" in err and "input not found" in err.splitlines()[-1]
+
+
+def test_read_only_file_system_is_one_disk_line(small, capsys):
+    ro = Path("/sys/slimdiffsr-test")
+    try:
+        ro.mkdir()
+    except OSError as e:
+        if e.errno != errno.EROFS:
+            pytest.skip(f"no read-only file system to write to here ({e})")
+    else:  # pragma: no cover - /sys is writable: nothing to test on
+        ro.rmdir()
+        pytest.skip("/sys is writable here")
+    code, _, err = run_cli(capsys, "upscale", small, ro / "o.tif", "--model", "bicubic")
+    assert code == 2
+    assert_one_line(err, "/sys", "Read-only file system")
+
+
+def test_output_must_be_a_geotiff_name(small, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "upscale", small, tmp_path / "o.png", "--model", "bicubic")
+    assert code == 2
+    assert_one_line(err, "o.png", ".tif")
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("kind", ["text file", "fifo", "link outside"])
+def test_overwrite_replaces_only_rasters(kind, small, tmp_path, capsys):
+    target = tmp_path / "o.tif"
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.tif"
+    if kind == "text file":
+        target.write_text("not a raster")
+    elif kind == "fifo":
+        os.mkfifo(target)
+    else:
+        import shutil
+
+        shutil.copy(small, outside)
+        target.symlink_to(outside)
+    code, _, err = run_cli(
+        capsys, "upscale", small, target, "--model", "bicubic", "--overwrite", "-q"
+    )
+    assert code == 2
+    assert_one_line(err, "o.tif", "refusing" if kind != "text file" else "not a raster")
+    if kind == "text file":
+        assert target.read_text() == "not a raster"
+    elif kind == "link outside":
+        assert target.is_symlink() and outside.read_bytes() == small.read_bytes()
+        outside.unlink()
+
+
+def test_allocator_failure_is_the_memory_kind():
+    err = RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+        "you tried to allocate 81604378624 bytes. Error code 12 (Cannot allocate memory)"
+    )
+    assert error_kind(err) == "memory"
+    assert error_message(1, err)["kind"] == "memory"
+    assert one_line(err).startswith("out of memory")
+
+
+def test_disk_figures_use_sensible_units():
+    assert human_bytes(7.6e6) == "7.6 MB" and human_bytes(512) == "512 bytes"
+    assert human_bytes(3.2e9) == "3.2 GB" and human_bytes(150e3) == "150 kB"

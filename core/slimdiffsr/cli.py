@@ -11,14 +11,17 @@ import argparse
 import glob
 import importlib
 import inspect
+import signal
 import sys
+import threading
+import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from slimdiffsr import __version__
-from slimdiffsr.errors import SlimDiffSRError
+from slimdiffsr.errors import SlimDiffSRError, error_kind, one_line
 
 PROG = "slimdiffsr"
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
@@ -70,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Run '{PROG} COMMAND --help' for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the Python traceback of an error (any position)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     up = sub.add_parser(
@@ -341,9 +347,12 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             failed += 1
             _error(f"{inp}: {e}")
             continue
-        except KeyboardInterrupt:
-            if args.resume:
-                _error(f"interrupted; run the same command again to resume {out}")
+        except KeyboardInterrupt as e:  # main() prints one line with this note
+            e.note = (  # type: ignore[attr-defined]
+                f"run the same command again to resume {out}"
+                if args.resume
+                else f"{out} was not written; its temporary files were removed"
+            )
             raise
         finally:
             bar.close()
@@ -402,24 +411,77 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwound like Ctrl-C, so the run cleans up (or keeps its partial
+    for ``--resume``) before the process exits with ``128 + signal``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    for s in _CAUGHT:  # once: a second signal must not interrupt the cleanup
+        signal.signal(s, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+_CAUGHT = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 for errors the user can fix)."""
+    """Run the command line; returns the exit status.
+
+    Exit status: 0 done; 1 a bug (one line; ``--debug`` prints the traceback); 2 an error the user
+    can fix (bad input, model, device, memory, disk, output in use); 130 Ctrl-C; 143 SIGTERM;
+    129 SIGHUP. Interrupted runs remove their temporary files, or keep them for ``--resume``.
+    """
     args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args_list
+    args_list = [a for a in args_list if a != "--debug"]
     old_show = warnings.showwarning
     warnings.showwarning = _show_warning
+    old_handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        old_handlers = {s: signal.signal(s, _on_signal) for s in _CAUGHT}
     try:
         if args_list and args_list[0] in DELEGATED:
             return _delegate(args_list[0], args_list[1:])
         args = build_parser().parse_args(args_list)
         return int(args.func(args) or 0)
     except SlimDiffSRError as e:
-        _error(str(e))
+        _traceback(debug)
+        _error(one_line(e))
         return 2
-    except KeyboardInterrupt:
-        _error("interrupted")
+    except Terminated as e:
+        _traceback(debug)
+        _error(f"terminated by {signal.Signals(e.signum).name}{_note(e)}")
+        return 128 + e.signum
+    except KeyboardInterrupt as e:
+        _traceback(debug)
+        _error(f"interrupted{_note(e)}")
         return 130
+    except Exception as e:  # noqa: BLE001 - one line, never a traceback unless --debug
+        _traceback(debug)
+        if error_kind(e) is not None:  # memory, disk, missing file: the user can act on it
+            _error(one_line(e))
+            return 2
+        _error(f"internal error: {type(e).__name__}: {one_line(e)} (--debug shows the traceback)")
+        return 1
     finally:
         warnings.showwarning = old_show
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+
+
+def _note(e: BaseException) -> str:
+    note = getattr(e, "note", None)
+    return f"; {note}" if note else ""
+
+
+def _traceback(debug: bool) -> None:
+    if debug:
+        traceback.print_exc(file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from slimdiffsr import protocol
-from slimdiffsr.errors import OutputBusyError, OutputExistsError
+from slimdiffsr.errors import DiskSpaceError, OutputBusyError, OutputExistsError
 
 
 def describe_holder(info: dict[str, Any] | None) -> str:
@@ -46,7 +46,12 @@ class OutputLock:
     def acquire(self) -> OutputLock:
         """Take the lock or raise :class:`OutputBusyError` naming the run that holds it."""
         for _ in range(10):  # the holder may unlink the file between our open and lock
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:  # read-only file system, no permission, missing folder
+                raise DiskSpaceError(
+                    f"cannot write in {self.output.parent}: {e.strerror or e}"
+                ) from e
             if not protocol.try_lock(fd):
                 info = protocol.output_in_use(str(self.output))
                 os.close(fd)

@@ -313,8 +313,9 @@ class Job:
 
     def _io_error(self, e: Exception) -> Exception:
         """A GDAL I/O failure -> a damaged input (named) or a failed write."""
-        text = " ".join(str(e).split())
-        if str(self.inp) in text or self.inp.name in text or "TIFFRead" in text:
+        text = " ".join(f"{e} {e.__cause__ or ''}".split())
+        reading = ("Read failed", "IReadBlock", "TIFFRead", str(self.inp), self.inp.name)
+        if any(r in text for r in reading):
             return InputError(
                 f"{self.inp}: cannot read the raster, it may be truncated or damaged ({text[:200]})"
             )
