@@ -24,35 +24,45 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from . import backend, settings
+from . import backend, catalog, settings
+from .translation import tr
 
 
 def format_report(facts: dict[str, Any]) -> str:
     """Plain-text report of ``backend.describe()`` for the dialog (and for bug reports)."""
     loc: backend.BackendLocation = facts["location"]
     hello, info = facts.get("hello", {}), facts.get("info", {})
+    cuda = tr("available") if info.get("cuda") else tr("not available")
     lines = [
-        f"Backend Python: {info.get('executable') or loc.python}",
-        f"Found via:      {loc.source}",
-        f"SlimDiffSR:     {info.get('version') or hello.get('version', '?')} "
-        f"(plugin {backend.PLUGIN_VERSION}, protocol {hello.get('protocol', '?')})",
-        f"Python:         {info.get('python') or hello.get('python', '?')}",
-        f"PyTorch:        {info.get('torch', '?')}",
-        f"CUDA:           {'available' if info.get('cuda') else 'not available'}",
+        tr("Backend Python: {}").format(info.get("executable") or loc.python),
+        tr("Found via:      {}").format(loc.source),
+        tr("SlimDiffSR:     {} (plugin {}, protocol {})").format(
+            info.get("version") or hello.get("version", "?"),
+            backend.PLUGIN_VERSION,
+            hello.get("protocol", "?"),
+        ),
+        tr("Python:         {}").format(info.get("python") or hello.get("python", "?")),
+        tr("PyTorch:        {}").format(info.get("torch") or tr("not installed")),
     ]
+    runtimes = info.get("runtimes")
+    if runtimes:
+        names = runtimes if isinstance(runtimes, list) else list(runtimes)
+        lines.append(tr("Runtimes:       {}").format(", ".join(map(str, names))))
+    lines.append(tr("CUDA:           {}").format(cuda))
     devices = info.get("devices") or []
     if devices:
-        lines.append("Devices:")
+        lines.append(tr("Devices:"))
         for d in devices:
             mem = d.get("memory_gb")
             mem_text = f", {float(mem):.1f} GB" if mem not in (None, "") else ""
             lines.append(f"  - {d.get('name', '?')} ({d.get('kind', '?')}{mem_text})")
     models = facts.get("models") or []
-    lines.append(f"Models ({len(models)}):")
+    lines.append(tr("Models ({}):").format(len(models)))
     for m in models:
-        mark = " [default]" if m.get("default") else ""
+        mark = tr(" [default]") if m.get("default") else ""
         lines.append(f"  - {m.get('name')}: x{m.get('scale')}{mark}")
-    lines.append(f"Models folder:  {settings.models_dir()}")
+    lines.append(tr("Models folder:  {}").format(settings.models_dir()))
+    lines.append(tr("Output folder:  {}").format(settings.output_dir()))
     return "\n".join(lines)
 
 
@@ -63,15 +73,17 @@ class BackendDialog(QDialog):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setWindowTitle("SlimDiffSR backend")
+        self.setWindowTitle(tr("SlimDiffSR backend"))
         self.resize(640, 480)
         self.task: QgsTask | None = None
         lay = QVBoxLayout(self)
         lay.addWidget(
             QLabel(
-                "SlimDiffSR runs in its own Python environment (with PyTorch). It is found in "
-                f"this order: ${backend.ENV_PYTHON}, the Backend Python below, the .venv of the "
-                "project folder below, QGIS's own Python if it has slimdiffsr and torch.",
+                tr(
+                    "SlimDiffSR runs in its own Python environment (PyTorch or ONNX Runtime). It "
+                    "is found in this order: ${}, the Backend Python below, the .venv of the "
+                    "project folder below, QGIS's own Python if it has slimdiffsr."
+                ).format(backend.ENV_PYTHON),
                 self,
             )
         )
@@ -80,18 +92,18 @@ class BackendDialog(QDialog):
         self.python_widget = QgsFileWidget(self)
         self.python_widget.setStorageMode(QgsFileWidget.GetFile)
         self.python_widget.setFilePath(settings.backend_python())
-        form.addRow("Backend Python", self.python_widget)
+        form.addRow(tr("Backend Python"), self.python_widget)
         self.project_widget = QgsFileWidget(self)
         self.project_widget.setStorageMode(QgsFileWidget.GetDirectory)
         self.project_widget.setFilePath(settings.project_path())
-        form.addRow("Project folder", self.project_widget)
+        form.addRow(tr("Project folder"), self.project_widget)
         self.models_widget = QgsFileWidget(self)
         self.models_widget.setStorageMode(QgsFileWidget.GetDirectory)
         self.models_widget.setFilePath(str(settings.models_dir()))
-        form.addRow("Models folder", self.models_widget)
+        form.addRow(tr("Models folder"), self.models_widget)
         lay.addLayout(form)
 
-        self.check_button = QPushButton("Check backend", self)
+        self.check_button = QPushButton(tr("Check backend"), self)
         self.check_button.clicked.connect(self.check)
         lay.addWidget(self.check_button)
         self.report = QPlainTextEdit(self)
@@ -119,25 +131,27 @@ class BackendDialog(QDialog):
         if self.task is not None:
             return
         self.save()
-        self.report.setPlainText("Checking the backend...")
+        self.report.setPlainText(tr("Checking the backend..."))
         self.check_button.setEnabled(False)
         log: list[str] = []
 
-        def work(task: QgsTask) -> str:
-            return format_report(backend.describe(log=log.append))
+        def work(task: QgsTask) -> dict[str, Any]:
+            return backend.describe(log=log.append)
 
-        def done(exception: BaseException | None, result: str | None = None) -> None:
+        def done(exception: BaseException | None, facts: dict[str, Any] | None = None) -> None:
             self.task = None
             self.check_button.setEnabled(True)
             if exception is not None:
-                text = f"Problem: {exception}"
+                text = tr("Problem: {}").format(exception)
                 if log:
-                    text += "\n\nBackend log:\n" + "\n".join(log[-20:])
+                    text += "\n\n" + tr("Backend log:") + "\n" + "\n".join(log[-20:])
                 self.report.setPlainText(text)
                 self.checked.emit(False, text)
             else:
-                self.report.setPlainText(result or "")
-                self.checked.emit(True, result or "")
+                catalog.remember(facts or {})
+                result = format_report(facts or {})
+                self.report.setPlainText(result)
+                self.checked.emit(True, result)
 
-        self.task = QgsTask.fromFunction("SlimDiffSR: check backend", work, on_finished=done)
+        self.task = QgsTask.fromFunction(tr("SlimDiffSR: check backend"), work, on_finished=done)
         QgsApplication.taskManager().addTask(self.task)

@@ -14,6 +14,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from .translation import tr
+
 CARD_KEY = "slimdiffsr.card"
 MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 
@@ -26,30 +28,36 @@ def read_card(path: str | Path) -> dict[str, Any]:
     """The model card of a ``.safetensors`` model file, as a dict."""
     p = Path(path)
     if not p.is_file():
-        raise ModelFileError(f"The model file does not exist: {p}")
+        raise ModelFileError(tr("The model file does not exist: {}").format(p))
     try:
         with p.open("rb") as f:
             head = f.read(8)
             if len(head) < 8:
-                raise ModelFileError(f"{p.name} is not a model file: it is too short.")
+                raise ModelFileError(tr("{} is not a model file: it is too short.").format(p.name))
             (n,) = struct.unpack("<Q", head)
             if n <= 0 or n > MAX_HEADER or n > p.stat().st_size - 8:
-                raise ModelFileError(f"{p.name} is not a safetensors model file.")
+                raise ModelFileError(tr("{} is not a safetensors model file.").format(p.name))
             header = json.loads(f.read(n).decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"{p.name} is not a safetensors model file ({e}).") from e
+        raise ModelFileError(
+            tr("{} is not a safetensors model file ({}).").format(p.name, e)
+        ) from e
     meta = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(meta, dict) or CARD_KEY not in meta:
         raise ModelFileError(
-            f"{p.name} is a safetensors file without a SlimDiffSR model card; convert published "
-            "checkpoints with `slimdiffsr convert` first."
+            tr(
+                "{} is a safetensors file without a SlimDiffSR model card; convert published "
+                "checkpoints with `slimdiffsr convert` first."
+            ).format(p.name)
         )
     try:
         card = json.loads(meta[CARD_KEY])
     except json.JSONDecodeError as e:
-        raise ModelFileError(f"The model card in {p.name} is not valid JSON ({e}).") from e
+        raise ModelFileError(
+            tr("The model card in {} is not valid JSON ({}).").format(p.name, e)
+        ) from e
     if not isinstance(card, dict) or not {"name", "scale"} <= set(card):
-        raise ModelFileError(f"The model card in {p.name} lacks its name or scale.")
+        raise ModelFileError(tr("The model card in {} lacks its name or scale.").format(p.name))
     return card
 
 
@@ -57,7 +65,7 @@ def import_model(path: str | Path, models_dir: str | Path) -> Path:
     """Copy a model file into the models folder after checking its card; returns the copy."""
     card = read_card(path)
     if not str(card.get("name", "")).strip():
-        raise ModelFileError(f"The model card in {Path(path).name} has an empty name.")
+        raise ModelFileError(tr("The model card in {} has an empty name.").format(Path(path).name))
     dest_dir = Path(models_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / Path(path).name
@@ -77,13 +85,13 @@ def describe_card(entry: dict[str, Any]) -> str:
     if vc:
         values = f"{vc.get('kind', 'fixed')} {_num(vc.get('low'))}..{_num(vc.get('high'))}"
     else:
-        values = "the raster's own range"
+        values = tr("the raster's own range")
     parts = [
         f"<b>{escape(str(entry.get('name', '?')))}</b>",
         f"x{entry.get('scale', '?')}",
-        "bands: " + (escape(", ".join(map(str, bands))) if bands else "any"),
-        "values: " + escape(values),
-        "license: " + escape(str(entry.get("license") or "unknown")),
+        tr("bands: {}").format(escape(", ".join(map(str, bands))) if bands else tr("any")),
+        tr("values: {}").format(escape(values)),
+        tr("license: {}").format(escape(str(entry.get("license") or tr("unknown")))),
     ]
     text = " &middot; ".join(parts)
     if entry.get("description"):

@@ -1,10 +1,18 @@
 """Translations: every user-facing sentence goes through :func:`tr`, in one context.
 
-``tr("...")`` is ``QCoreApplication.translate("SlimDiffSR", "...")``; ``scripts/update_translations.sh``
-collects the strings into ``i18n/slimdiffsr.ts`` with ``pylupdate5`` and compiles ``.qm`` files
-with ``lrelease``. :func:`install_translator` loads ``i18n/slimdiffsr_<locale>.qm`` for QGIS's
-user interface language when the plugin starts. Sentences with values use ``"{}".format`` on the
-translated text, never f-strings, so translators see the whole sentence.
+``tr("...")`` is ``QCoreApplication.translate("@default", "...")``: ``pylupdate5`` files calls of a
+plain ``tr`` function under the context ``@default``, so the two agree. Sentences with values use
+``tr("... {} ...").format(...)``, never f-strings, so translators see the whole sentence.
+
+Update the template and build a language (Debian: pyqt5-dev-tools, qttools5-dev-tools)::
+
+    cd qgis_plugin && pylupdate5 -noobsolete $(git ls-files '*.py' | grep -v protocol.py) \
+        -ts i18n/slimdiffsr.ts
+    cp i18n/slimdiffsr.ts i18n/slimdiffsr_de.ts   # translate it with Qt Linguist, then
+    lrelease i18n/slimdiffsr_de.ts -qm i18n/slimdiffsr_de.qm
+
+:func:`install_translator` loads ``i18n/slimdiffsr_<locale>.qm`` for QGIS's user interface
+language when the plugin starts.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-CONTEXT = "SlimDiffSR"
+CONTEXT = "@default"  # where pylupdate5 puts free tr() calls
 I18N_DIR = Path(__file__).resolve().parent / "i18n"
 
 

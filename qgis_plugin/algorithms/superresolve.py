@@ -131,7 +131,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         self._models: list[dict[str, Any]] = []
         self._default_output = ""
 
-    def tr(self, text: str) -> str:
+    def tr(self, text: str) -> str:  # QGIS's name; the plugin calls the module's tr()
         return tr(text)
 
     def createInstance(self) -> SuperResolveAlgorithm:
@@ -141,19 +141,17 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         return "superresolve"
 
     def displayName(self) -> str:
-        return self.tr("Super-resolve raster layer")
+        return tr("Super-resolve raster layer")
 
     def icon(self) -> QIcon:
         return plugin_icon()
 
     def tags(self) -> list[str]:
-        return self.tr("super-resolution,upscale,upsample,sharpen,diffusion,deep learning").split(
-            ","
-        )
+        return tr("super-resolution,upscale,upsample,sharpen,diffusion,deep learning").split(",")
 
     def shortHelpString(self) -> str:
         names = ", ".join(catalog.names(self._models or catalog.models(ask_backend=False)))
-        return self.tr(
+        return tr(
             "<p>Writes a super-resolved copy of a raster layer as a GeoTIFF: same CRS and extent, "
             "pixel size divided by the model's scale (x4 or x8), same data type and nodata. Only "
             "<b>Input layer</b> is needed; the result goes to the SlimDiffSR output folder unless "
@@ -180,29 +178,29 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
         self._models = catalog.models()
         model_names = catalog.names(self._models)
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input layer")))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Input layer")))
         self.addParameter(
             QgsProcessingParameterEnum(
                 self.MODEL,
-                self.tr("Model"),
+                tr("Model"),
                 model_names,
                 defaultValue=catalog.default_name(self._models),
                 usesStaticStrings=True,
             )
         )
         bands = QgsProcessingParameterBand(
-            self.BANDS, self.tr("Bands"), None, self.INPUT, optional=True, allowMultiple=True
+            self.BANDS, tr("Bands"), None, self.INPUT, optional=True, allowMultiple=True
         )
-        bands.setHelp(self.tr("Layer bands in the model's band order; empty: the first bands."))
+        bands.setHelp(tr("Layer bands in the model's band order; empty: the first bands."))
         self.addParameter(bands)
         self.addParameter(
             QgsProcessingParameterEnum(
                 self.VALUE_MAPPING,
-                self.tr("Value mapping"),
+                tr("Value mapping"),
                 [
-                    self.tr("Automatic (model card)"),
-                    self.tr("Fixed range"),
-                    self.tr("Percentile stretch"),
+                    tr("Automatic (model card)"),
+                    tr("Fixed range"),
+                    tr("Percentile stretch"),
                 ],
                 defaultValue=0,
             )
@@ -210,7 +208,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(
             QgsProcessingParameterRange(
                 self.VALUE_RANGE,
-                self.tr("Value range (low, high)"),
+                tr("Value range (low, high)"),
                 QgsProcessingParameterNumber.Double,
                 optional=True,
             )
@@ -219,29 +217,27 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             self.addParameter(
                 QgsProcessingParameterNumber(
                     self.DETAIL,
-                    self.tr("Detail (0 fidelity .. 1 detail)"),
+                    tr("Detail (0 fidelity .. 1 detail)"),
                     QgsProcessingParameterNumber.Double,
                     optional=True,
                     minValue=0.0,
                     maxValue=1.0,
                 )
             )
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, tr("Extent"), optional=True))
         self.addParameter(
-            QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent"), optional=True)
-        )
-        self.addParameter(
-            QgsProcessingParameterBoolean(self.QA, self.tr("QA layer"), defaultValue=False)
+            QgsProcessingParameterBoolean(self.QA, tr("QA layer"), defaultValue=False)
         )
         advanced = [
             QgsProcessingParameterFile(
                 self.MODEL_FILE,
-                self.tr("Model file (replaces Model)"),
+                tr("Model file (replaces Model)"),
                 extension="safetensors",
                 optional=True,
             ),
             QgsProcessingParameterNumber(
                 self.TILE_SIZE,
-                self.tr("Tile size (px)"),
+                tr("Tile size (px)"),
                 QgsProcessingParameterNumber.Integer,
                 DEFAULT_TILE,
                 minValue=32,
@@ -249,22 +245,20 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             ),
             QgsProcessingParameterNumber(
                 self.OVERLAP,
-                self.tr("Tile overlap (px)"),
+                tr("Tile overlap (px)"),
                 QgsProcessingParameterNumber.Integer,
                 DEFAULT_OVERLAP,
                 minValue=0,
                 maxValue=1024,
             ),
-            QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICES, defaultValue=0),
-            QgsProcessingParameterEnum(
-                self.PRECISION, self.tr("Precision"), PRECISIONS, defaultValue=0
-            ),
+            QgsProcessingParameterEnum(self.DEVICE, tr("Device"), DEVICES, defaultValue=0),
+            QgsProcessingParameterEnum(self.PRECISION, tr("Precision"), PRECISIONS, defaultValue=0),
         ]
         if protocol_has("runtime"):
             advanced.append(
                 QgsProcessingParameterEnum(
                     self.RUNTIME,
-                    self.tr("Runtime"),
+                    tr("Runtime"),
                     list(RUNTIMES),
                     defaultValue="auto",
                     usesStaticStrings=True,
@@ -276,10 +270,10 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         self._default_output = self._output_default()
         self.addParameter(
             QgsProcessingParameterRasterDestination(
-                self.OUTPUT, self.tr("Super-resolved"), defaultValue=self._default_output or None
+                self.OUTPUT, tr("Super-resolved"), defaultValue=self._default_output or None
             )
         )
-        self.addOutput(QgsProcessingOutputRasterLayer(self.QA_OUTPUT, self.tr("Consistency (QA)")))
+        self.addOutput(QgsProcessingOutputRasterLayer(self.QA_OUTPUT, tr("Consistency (QA)")))
 
     def _output_default(self) -> str:
         """A new file in the output folder, so results survive a restart (or temporary)."""
@@ -305,7 +299,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         if layer is None and isinstance(value, str) and value:
             layer = QgsProcessingUtils.mapLayerFromString(value, context)
         if layer is not None and not isinstance(layer, QgsRasterLayer):
-            return False, self.tr(
+            return False, tr(
                 "The input '{}' is a vector layer; super-resolution needs a raster layer."
             ).format(layer.name())
         model = parameters.get(self.MODEL)
@@ -316,7 +310,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             and model not in options
             and not parameters.get(self.MODEL_FILE)
         ):
-            return False, self.tr(
+            return False, tr(
                 "The model '{}' is not installed in the backend; installed: {}. Choose one of "
                 "them, or give a .safetensors file as Model file."
             ).format(model, ", ".join(options))
@@ -363,7 +357,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None or not layer.isValid():
             raise QgsProcessingException(
-                self.tr("The input could not be opened as a raster layer: {}").format(
+                tr("The input could not be opened as a raster layer: {}").format(
                     parameters.get(self.INPUT)
                 )
             )
@@ -374,7 +368,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             too_high = [b for b in bands if b > nbands or b < 1]
             if too_high:
                 raise QgsProcessingException(
-                    self.tr(
+                    tr(
                         "Band {} was requested, but the layer '{}' has only {} band(s); "
                         "choose bands between 1 and {}."
                     ).format(too_high[0], layer.name(), nbands, nbands)
@@ -384,7 +378,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         if model_file:
             if not Path(model_file).expanduser().is_file():
                 raise QgsProcessingException(
-                    self.tr("The model file does not exist: {}.").format(model_file)
+                    tr("The model file does not exist: {}.").format(model_file)
                 )
             model = model_file
         else:
@@ -406,7 +400,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             if not rect.isNull() and not rect.isEmpty():
                 if not rect.intersects(layer.extent()):
                     raise QgsProcessingException(
-                        self.tr(
+                        tr(
                             "The extent does not overlap the layer '{}' (after transforming "
                             "it to the layer's CRS {})."
                         ).format(layer.name(), layer.crs().authid())
@@ -428,13 +422,11 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                 output = "temporary.tif"
         if Path(output).suffix.lower() not in (".tif", ".tiff"):
             raise QgsProcessingException(
-                self.tr("The output must be a GeoTIFF (.tif) file, got {}.").format(output)
+                tr("The output must be a GeoTIFF (.tif) file, got {}.").format(output)
             )
         if os.path.abspath(output) == os.path.abspath(source):
             raise QgsProcessingException(
-                self.tr("The output would overwrite the input {}; choose another file.").format(
-                    source
-                )
+                tr("The output would overwrite the input {}; choose another file.").format(source)
             )
         self._layer_name = layer.name()
         project = context.project()
@@ -470,7 +462,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
     def _gdal_path(self, layer: QgsRasterLayer) -> str:
         if layer.providerType() != "gdal":
             raise QgsProcessingException(
-                self.tr(
+                tr(
                     "The layer '{}' is not a file (provider '{}'); save it as a GeoTIFF first "
                     "(Export > Save As...) and super-resolve that file."
                 ).format(layer.name(), layer.providerType())
@@ -479,16 +471,14 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         path = parts.get("path") or layer.source()
         if parts.get("layerName") or parts.get("options"):
             raise QgsProcessingException(
-                self.tr(
+                tr(
                     "The layer '{}' is a sub-dataset or uses open options; save it as a GeoTIFF "
                     "first and super-resolve that file."
                 ).format(layer.name())
             )
         if not path.startswith("/vsi") and not os.path.isfile(path):
             raise QgsProcessingException(
-                self.tr("The file behind the layer '{}' does not exist: {}").format(
-                    layer.name(), path
-                )
+                tr("The file behind the layer '{}' does not exist: {}").format(layer.name(), path)
             )
         return path
 
@@ -504,7 +494,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             Path(job["model"]).stem if job["model"].endswith(".safetensors") else job["model"]
         )
         feedback.pushInfo(
-            self.tr("Super-resolving '{}' with model '{}'").format(self._layer_name, model_label)
+            tr("Super-resolving '{}' with model '{}'").format(self._layer_name, model_label)
         )
         try:
             plan = backend.preflight(job)
@@ -519,7 +509,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         def started(worker: backend.Worker) -> None:
             hello = worker.hello
             feedback.pushInfo(
-                self.tr("Backend {} (Python {}, pid {}) at {}, found via {}").format(
+                tr("Backend {} (Python {}, pid {}) at {}, found via {}").format(
                     hello.get("version", "?"),
                     hello.get("python", "?"),
                     worker.pid,
@@ -546,7 +536,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         except Exception as e:  # a plugin bug: still a sentence, the traceback goes to the log
             feedback.pushDebugInfo(traceback.format_exc())
             raise QgsProcessingException(
-                self.tr("SlimDiffSR failed unexpectedly ({}: {}); see the log for details.").format(
+                tr("SlimDiffSR failed unexpectedly ({}: {}); see the log for details.").format(
                     type(e).__name__, e
                 )
             ) from None
@@ -566,7 +556,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         if result.get("qa_output"):
             out[self.QA_OUTPUT] = result["qa_output"]
             if self._load_project is not None:
-                qa_name = self.tr("{} QA").format(name)
+                qa_name = tr("{} QA").format(name)
                 self._load_on_completion(context, result["qa_output"], qa_name, self.QA_OUTPUT, 1)
         return out
 

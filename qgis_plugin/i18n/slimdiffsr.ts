@@ -1,0 +1,877 @@
+<?xml version="1.0" encoding="utf-8"?>
+<!DOCTYPE TS>
+<TS version="2.1">
+<context>
+    <name>@default</name>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="78"/>
+        <source>A percentile stretch needs 0 &lt;= low &lt; high &lt;= 100 in Value range, got {} and {}.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="86"/>
+        <source>Value mapping &apos;Fixed range&apos; needs the Value range: the input values that map to the model&apos;s darkest and brightest (for example 0 and 10000 for Sentinel-2 reflectance).</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="95"/>
+        <source>Value range: low ({}) must be below high ({}).</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="144"/>
+        <source>Super-resolve raster layer</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="150"/>
+        <source>super-resolution,upscale,upsample,sharpen,diffusion,deep learning</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="154"/>
+        <source>&lt;p&gt;Writes a super-resolved copy of a raster layer as a GeoTIFF: same CRS and extent, pixel size divided by the model&apos;s scale (x4 or x8), same data type and nodata. Only &lt;b&gt;Input layer&lt;/b&gt; is needed; the result goes to the SlimDiffSR output folder unless you choose a file or a temporary file.&lt;/p&gt;&lt;p&gt;&lt;b&gt;Model&lt;/b&gt;: the models installed in the backend ({}). The default, slimdiffsr-nano-x4, expects red, green and blue; bicubic-x4 and bicubic-x8 are plain interpolation to compare against. Advanced: &lt;b&gt;Model file&lt;/b&gt; runs a .safetensors model file instead.&lt;/p&gt;&lt;p&gt;&lt;b&gt;Bands&lt;/b&gt;: the layer bands to feed the model, in the model&apos;s band order (for Sentinel-2 RGB: 4, 3, 2). Empty: the first bands, as many as the model expects.&lt;/p&gt;&lt;p&gt;&lt;b&gt;Value mapping&lt;/b&gt;: how pixel values are scaled for the model. Automatic uses the model card and the data type; &lt;i&gt;Fixed range&lt;/i&gt; maps Value range low..high (for example 0..10000 for Sentinel-2 reflectance); &lt;i&gt;Percentile stretch&lt;/i&gt; maps the raster&apos;s Value range percentiles (default 2..98), computed once per raster.&lt;/p&gt;&lt;p&gt;&lt;b&gt;Extent&lt;/b&gt; restricts the run to an area (any CRS). &lt;b&gt;QA layer&lt;/b&gt; also writes how far the result, shrunk back, departs from the input.&lt;/p&gt;&lt;p&gt;The work runs in the SlimDiffSR backend, a separate Python environment; set it up and check it in &lt;i&gt;Raster &amp;gt; SlimDiffSR &amp;gt; Backend settings and check...&lt;/i&gt;. The same tool with a preview and a progress bar per tile is in &lt;i&gt;Raster &amp;gt; SlimDiffSR &amp;gt; SlimDiffSR panel&lt;/i&gt;. Lower the tile size (Advanced) if the GPU runs out of memory.&lt;/p&gt;</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="181"/>
+        <source>Input layer</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="141"/>
+        <source>Model</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="191"/>
+        <source>Bands</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="194"/>
+        <source>Layer bands in the model&apos;s band order; empty: the first bands.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="161"/>
+        <source>Value mapping</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="157"/>
+        <source>Automatic (model card)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="157"/>
+        <source>Fixed range</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="157"/>
+        <source>Percentile stretch</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="208"/>
+        <source>Value range (low, high)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="217"/>
+        <source>Detail (0 fidelity .. 1 detail)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="227"/>
+        <source>Extent</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="228"/>
+        <source>QA layer</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="232"/>
+        <source>Model file (replaces Model)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="179"/>
+        <source>Tile size (px)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="184"/>
+        <source>Tile overlap (px)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="187"/>
+        <source>Device</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="190"/>
+        <source>Precision</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="258"/>
+        <source>Runtime</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="271"/>
+        <source>Super-resolved</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="276"/>
+        <source>Consistency (QA)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="302"/>
+        <source>The input &apos;{}&apos; is a vector layer; super-resolution needs a raster layer.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="313"/>
+        <source>The model &apos;{}&apos; is not installed in the backend; installed: {}. Choose one of them, or give a .safetensors file as Model file.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="359"/>
+        <source>The input could not be opened as a raster layer: {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="370"/>
+        <source>Band {} was requested, but the layer &apos;{}&apos; has only {} band(s); choose bands between 1 and {}.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="380"/>
+        <source>The model file does not exist: {}.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="402"/>
+        <source>The extent does not overlap the layer &apos;{}&apos; (after transforming it to the layer&apos;s CRS {}).</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="424"/>
+        <source>The output must be a GeoTIFF (.tif) file, got {}.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="428"/>
+        <source>The output would overwrite the input {}; choose another file.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="464"/>
+        <source>The layer &apos;{}&apos; is not a file (provider &apos;{}&apos;); save it as a GeoTIFF first (Export &gt; Save As...) and super-resolve that file.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="473"/>
+        <source>The layer &apos;{}&apos; is a sub-dataset or uses open options; save it as a GeoTIFF first and super-resolve that file.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="480"/>
+        <source>The file behind the layer &apos;{}&apos; does not exist: {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="496"/>
+        <source>Super-resolving &apos;{}&apos; with model &apos;{}&apos;</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="511"/>
+        <source>Backend {} (Python {}, pid {}) at {}, found via {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="538"/>
+        <source>SlimDiffSR failed unexpectedly ({}: {}); see the log for details.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="653"/>
+        <source>{} QA</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="625"/>
+        <source>Tile {} of {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="627"/>
+        <source>, about {} left</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="635"/>
+        <source>{} s</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="637"/>
+        <source>{} min</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="638"/>
+        <source>{} h {} min</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="594"/>
+        <source>Done.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="657"/>
+        <source>Done: {}.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="57"/>
+        <source>Create the backend with `bash scripts/setup_backend.sh` in a SlimDiffSR checkout (or `bash scripts/setup_backend.sh --runtime onnx` for the light ONNX Runtime backend), then point the plugin at that environment&apos;s Python in Raster &gt; SlimDiffSR &gt; Backend settings and check..., or set the environment variable {}.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="599"/>
+        <source>Cancelled; no output was written.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="156"/>
+        <source>The SlimDiffSR backend Python set by {} does not exist: {}. {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="163"/>
+        <source>The SlimDiffSR backend Python set by {} is not executable: {}.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="187"/>
+        <source>the environment variable {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="191"/>
+        <source>the plugin setting &apos;Backend Python&apos;</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="195"/>
+        <source>The SlimDiffSR project folder {} has no backend environment ({} is missing). Run `bash scripts/setup_backend.sh` there.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="202"/>
+        <source>the project folder {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="205"/>
+        <source>QGIS&apos;s own Python</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="206"/>
+        <source>No SlimDiffSR backend is configured. {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="277"/>
+        <source>Could not start the SlimDiffSR backend {} (found via {}): {}. {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="378"/>
+        <source>The SlimDiffSR backend is not running.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="383"/>
+        <source>The SlimDiffSR backend stopped accepting requests ({}).</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="453"/>
+        <source>The SlimDiffSR backend was killed (SIGKILL) while working; this is most likely the system running out of memory. Try a smaller tile size, fp16 precision, or a smaller extent.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="462"/>
+        <source>The SlimDiffSR backend was stopped by {}.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="470"/>
+        <source>The Python at {} (found via {}) does not have SlimDiffSR installed. Install it there (`{} -m pip install slimdiffsr`) or choose the Python of a SlimDiffSR backend. {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="485"/>
+        <source>The SlimDiffSR backend at {} (found via {}) did not start (exit code {}){}. {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="492"/>
+        <source> Last message: {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="493"/>
+        <source>The SlimDiffSR backend stopped unexpectedly (exit code {}).{}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="502"/>
+        <source>The SlimDiffSR backend at {} did not answer within {:.0f} s. {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="510"/>
+        <source>{} does not speak the SlimDiffSR worker protocol (first message: {}).</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="519"/>
+        <source>The SlimDiffSR backend {} speaks worker protocol {}, but this plugin ({}) needs protocol {}. Update the plugin and the backend to matching versions (in the backend: `{} -m pip install --upgrade slimdiffsr`, or pull the checkout and rerun `bash scripts/setup_backend.sh`).</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="536"/>
+        <source>Note: backend version {} differs from plugin version {}; the protocol matches, so they work together.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="576"/>
+        <source>The SlimDiffSR backend did not answer a {} request in time.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="622"/>
+        <source>The SlimDiffSR backend{} has no inference runtime: neither PyTorch (package torch) nor ONNX Runtime (package onnxruntime) is installed. Install one: `bash scripts/setup_backend.sh` (PyTorch, GPU capable), `bash scripts/setup_backend.sh --runtime onnx` (light, CPU), or `{} -m pip install onnxruntime` into the backend.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="660"/>
+        <source> at {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="632"/>
+        <source>SlimDiffSR cannot run with this input or these settings: {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="633"/>
+        <source>The model cannot be used: {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="634"/>
+        <source>The chosen device is not available: {} Choose Device &apos;auto&apos; or &apos;cpu&apos; (Advanced parameters), or check the GPU in Raster &gt; SlimDiffSR &gt; Backend settings and check...</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="638"/>
+        <source>The backend ran out of memory: {} Try a smaller tile size, fp16 precision, a smaller extent or the CPU.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="642"/>
+        <source>The output could not be written: {} Check the folder exists, is writable and has space.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="647"/>
+        <source>The SlimDiffSR backend failed unexpectedly: {} See the log for details.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="660"/>
+        <source>The SlimDiffSR backend{} is missing the Python package &apos;{}&apos;; it was installed without its dependencies. Recreate it with `bash scripts/setup_backend.sh` (or `bash scripts/setup_backend.sh --runtime onnx`), or run `{} -m pip install slimdiffsr` there.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="671"/>
+        <source>CUDA was requested, but the backend sees no CUDA GPU ({}). Choose Device &apos;auto&apos; or &apos;cpu&apos; (Advanced parameters), or install a CUDA build of PyTorch in the backend (`bash scripts/setup_backend.sh` on a machine with an NVIDIA driver) and check it in Raster &gt; SlimDiffSR &gt; Backend settings and check...</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="848"/>
+        <source>Invalid parameters for the backend: {}.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="35"/>
+        <source>available</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="35"/>
+        <source>not available</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="37"/>
+        <source>Backend Python: {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="38"/>
+        <source>Found via:      {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="39"/>
+        <source>SlimDiffSR:     {} (plugin {}, protocol {})</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="44"/>
+        <source>Python:         {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="45"/>
+        <source>PyTorch:        {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="45"/>
+        <source>not installed</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="50"/>
+        <source>Runtimes:       {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="51"/>
+        <source>CUDA:           {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="54"/>
+        <source>Devices:</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="60"/>
+        <source>Models ({}):</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="62"/>
+        <source> [default]</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="64"/>
+        <source>Models folder:  {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="65"/>
+        <source>Output folder:  {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="76"/>
+        <source>SlimDiffSR backend</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="80"/>
+        <source>SlimDiffSR runs in its own Python environment (PyTorch or ONNX Runtime). It is found in this order: ${}, the Backend Python below, the .venv of the project folder below, QGIS&apos;s own Python if it has slimdiffsr.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="95"/>
+        <source>Backend Python</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="99"/>
+        <source>Project folder</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="103"/>
+        <source>Models folder</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="106"/>
+        <source>Check backend</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="134"/>
+        <source>Checking the backend...</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="145"/>
+        <source>Problem: {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="147"/>
+        <source>Backend log:</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../check_dialog.py" line="156"/>
+        <source>SlimDiffSR: check backend</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="96"/>
+        <source>SlimDiffSR</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="127"/>
+        <source>Layer</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="131"/>
+        <source>Import...</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="132"/>
+        <source>Copy a .safetensors model file into the models folder</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="134"/>
+        <source>Refresh</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="135"/>
+        <source>Ask the backend for its installed models</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="149"/>
+        <source>Band mapping</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="153"/>
+        <source>Options</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="172"/>
+        <source>Range</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="191"/>
+        <source>Also write the consistency (QA) layer</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="196"/>
+        <source>Output file</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="201"/>
+        <source>Output folder</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="202"/>
+        <source>Temporary files (gone when QGIS closes)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="216"/>
+        <source>Run</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="218"/>
+        <source>Preview current view</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="219"/>
+        <source>Super-resolve only the map canvas extent, with a bicubic preview to compare</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="223"/>
+        <source>Cancel</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="229"/>
+        <source>Show the bicubic preview instead (compare)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="230"/>
+        <source>Flip between the model&apos;s preview and plain bicubic interpolation of the same view</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="248"/>
+        <source>Log</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../plugin.py" line="44"/>
+        <source>Backend settings and check...</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="264"/>
+        <source> (default)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="281"/>
+        <source>Asking the backend for its models...</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="291"/>
+        <source>Backend not available: {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="298"/>
+        <source>Backend {} at {}: {} model(s).</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="304"/>
+        <source>SlimDiffSR: list models</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="317"/>
+        <source>Import a SlimDiffSR model</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="317"/>
+        <source>SlimDiffSR models (*.safetensors)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="329"/>
+        <source>Import failed: {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="334"/>
+        <source>Imported model {} into {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="352"/>
+        <source>All bands of the layer (this model takes any).</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="374"/>
+        <source>Percentiles</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="379"/>
+        <source>Values</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="410"/>
+        <source>[temporary file]</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="412"/>
+        <source>[new file in {}]</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="457"/>
+        <source>SlimDiffSR: plan</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="513"/>
+        <source>Choose a raster layer first.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="517"/>
+        <source>Pick a layer band for every band the model expects.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="553"/>
+        <source>the current view of </source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="554"/>
+        <source>Running on {}&apos;{}&apos; with {}...</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="555"/>
+        <source>Starting the backend...</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="564"/>
+        <source>Cancelling...</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="596"/>
+        <source>Failed; see the log.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="600"/>
+        <source>Cancelled.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="636"/>
+        <source>preview</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="639"/>
+        <source>The result {} could not be opened.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="657"/>
+        <source>Added &apos;{}&apos; to the group {}: {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="716"/>
+        <source> About {} at the last run&apos;s speed.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../modelfiles.py" line="31"/>
+        <source>The model file does not exist: {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../modelfiles.py" line="36"/>
+        <source>{} is not a model file: it is too short.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../modelfiles.py" line="39"/>
+        <source>{} is not a safetensors model file.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../modelfiles.py" line="42"/>
+        <source>{} is not a safetensors model file ({}).</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../modelfiles.py" line="47"/>
+        <source>{} is a safetensors file without a SlimDiffSR model card; convert published checkpoints with `slimdiffsr convert` first.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../modelfiles.py" line="56"/>
+        <source>The model card in {} is not valid JSON ({}).</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../modelfiles.py" line="60"/>
+        <source>The model card in {} lacks its name or scale.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../modelfiles.py" line="68"/>
+        <source>The model card in {} has an empty name.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../modelfiles.py" line="88"/>
+        <source>the raster&apos;s own range</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../modelfiles.py" line="92"/>
+        <source>bands: {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../modelfiles.py" line="92"/>
+        <source>any</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../modelfiles.py" line="93"/>
+        <source>values: {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../modelfiles.py" line="94"/>
+        <source>license: {}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../modelfiles.py" line="94"/>
+        <source>unknown</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../plugin.py" line="39"/>
+        <source>SlimDiffSR panel</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../plugin.py" line="42"/>
+        <source>Show the SlimDiffSR super-resolution panel</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../provider.py" line="23"/>
+        <source>SlimDiffSR super-resolution</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../results.py" line="30"/>
+        <source>{} SR x{} ({})</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+</TS>
