@@ -269,3 +269,32 @@ def test_efficiency_benchmark_measures_in_process() -> None:
     assert row["params"] == 0 and row["macs"] == 0 and row["latency_s"] > 0
     table = mod.format_rows([row], row)
     assert "bicubic" in table and "GMACs" in table
+
+
+def test_results_by_sensor_table_and_json(tmp_path: Path, capsys) -> None:
+    """Images under naip/ and landsat8/ folders are reported per sensor; a float [0, 1] raster
+    is read as such and its consistency is in 8-bit DN (x 255)."""
+    rng = np.random.default_rng(3)
+    naip, l8 = tmp_path / "naip", tmp_path / "landsat8"
+    naip.mkdir()
+    l8.mkdir()
+    _write(naip / "n1.tif", _smooth_image(rng, 3, 64, 64))
+    _write(naip / "n2.tif", _smooth_image(rng, 3, 64, 64))
+    _write(l8 / "l1.tif", (_smooth_image(rng, 3, 64, 64) / 255.0).astype(np.float32))
+    out = tmp_path / "s.json"
+    rc = main(["--model", "bicubic", "--hr", str(naip), "--hr", str(l8), "--json", str(out), "-q",
+               "--metrics", "psnr,consistency"])  # fmt: skip
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "by sensor: NAIP (1 m) (2 images)" in text
+    assert "by sensor: Landsat-8 (30 m) (1 images)" in text
+    doc = _read(out)
+    groups = doc["by_sensor"]
+    assert set(groups) == {"NAIP (1 m)", "Landsat-8 (30 m)"}
+    per = doc["methods"]["bicubic"]["images"]
+    assert groups["NAIP (1 m)"]["bicubic"]["psnr"] == pytest.approx(
+        (per["n1"]["psnr"] + per["n2"]["psnr"]) / 2
+    )
+    # same texture statistics in both groups: the float raster's consistency is on the 8-bit scale
+    c8, cf = groups["NAIP (1 m)"]["bicubic"]["consistency"], per["l1"]["consistency"]
+    assert 0.2 < cf / c8 < 5

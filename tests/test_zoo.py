@@ -23,6 +23,7 @@ def crop(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, Path]:
     trained on) and its LR GeoTIFF, degraded with the 'rs' preset, seed 0, rounded to uint8."""
     import rasterio
     import torch
+    from affine import Affine
 
     from slimdiffsr.data.degradation import DegradationConfig, degrade
 
@@ -35,7 +36,7 @@ def crop(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, Path]:
     )
     lr8 = np.clip(np.rint(lr[0].numpy() * 255), 0, 255).astype(np.uint8)
     path = tmp_path_factory.mktemp("zoo") / "lr.tif"
-    profile.update(width=32, height=32, nodata=None, transform=transform * transform.scale(4))
+    profile.update(width=32, height=32, nodata=None, transform=transform @ Affine.scale(4))
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(lr8)
     return hr, path
@@ -86,6 +87,7 @@ def test_both_models_are_listed_small_and_documented() -> None:
         assert "## Validation" in md and "Landsat-8" in md
 
 
+@pytest.mark.slow  # three engine runs; ~15 s on a free core
 def test_fidelity_model_beats_bicubic_psnr_through_the_engine(crop, tmp_path: Path) -> None:
     hr, lr_path = crop
     bic = _engine(lr_path, "bicubic", tmp_path, "bicubic")
@@ -94,6 +96,7 @@ def test_fidelity_model_beats_bicubic_psnr_through_the_engine(crop, tmp_path: Pa
     assert gain > 0.3, f"fidelity model only {gain:+.2f} dB over bicubic on the fixed crop"
 
 
+@pytest.mark.slow  # three engine runs; ~15 s on a free core
 def test_perceptual_model_beats_bicubic_lpips_and_stays_faithful(crop, tmp_path: Path) -> None:
     from slimdiffsr.weights import WEIGHT_FILES, weights_dir
 
@@ -115,6 +118,7 @@ def test_perceptual_model_beats_bicubic_lpips_and_stays_faithful(crop, tmp_path:
     assert gain < -0.05, f"perceptual model LPIPS only {gain:+.3f} vs bicubic on the fixed crop"
 
 
+@pytest.mark.slow  # three engine runs; ~15 s on a free core
 def test_detail_blends_the_two_models(crop, tmp_path: Path) -> None:
     import torch
 
