@@ -100,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="upscaling factor; must match the model (bicubic: any)",
     )
     g.add_argument(
+        "--detail",
+        type=float,
+        default=None,
+        metavar="0-1",
+        help="fidelity <-> detail: 0 = the fidelity default, 1 = the perceptual model, between = "
+        "their weights blended (default model only)",
+    )
+    g.add_argument(
         "--bands",
         type=band_list,
         metavar="B,B,B",
@@ -316,6 +324,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         consistency=args.consistency,
         memory_mb=args.memory_mb,
+        detail=args.detail,
     )
     failed = 0
     for inp in inputs:

@@ -76,6 +76,7 @@ OPTIONAL_UPSCALE_PARAMS = (
     "resume",
     "consistency",
     "compress",
+    "detail",
 )
 REQUIRED_UPSCALE_PARAMS = ("input", "output")
 DEVICES = ("auto", "cuda", "cpu", "mps")
@@ -302,6 +303,12 @@ def _contract(v: Any) -> str | None:
     return "a value contract string such as 'auto' or 'fixed:0:10000' (or an object)"
 
 
+def _detail(v: Any) -> str | None:
+    """Fidelity <-> detail blend of the default and perceptual models: a number in [0, 1]."""
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= float(v) <= 1.0
+    return None if ok else "a number from 0 (fidelity) to 1 (detail)"
+
+
 # name -> check(value) -> None if fine, else what the value must be. null means "the default".
 UPSCALE_PARAM_CHECKS: dict[str, Any] = {
     "input": _text,
@@ -326,6 +333,7 @@ UPSCALE_PARAM_CHECKS: dict[str, Any] = {
     "resume": _boolean,
     "consistency": _boolean,
     "compress": _one_of(COMPRESSIONS),
+    "detail": _detail,
 }
 
 

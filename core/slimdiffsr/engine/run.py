@@ -66,7 +66,10 @@ class Feedback(Protocol):
 
 # -- models ------------------------------------------------------------------------------------
 def load_engine_model(
-    model: str | Path | torch.nn.Module, scale: int | None, device: torch.device
+    model: str | Path | torch.nn.Module,
+    scale: int | None,
+    device: torch.device,
+    detail: float | None = None,
 ) -> torch.nn.Module:
     """A model by name/path (through the registry) or an already built module, on ``device``."""
     if isinstance(model, torch.nn.Module):
@@ -78,7 +81,7 @@ def load_engine_model(
         return model.to(device).eval()
     from slimdiffsr.models.registry import load_model
 
-    return load_model(str(model), device=device, scale=scale)
+    return load_model(str(model), device=device, scale=scale, detail=detail)
 
 
 # -- the engine --------------------------------------------------------------------------------
@@ -105,6 +108,7 @@ class Upscaler:
         consistency: bool = False,
         consistency_iterations: int = 3,
         memory_mb: int = 256,
+        detail: float | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -120,7 +124,7 @@ class Upscaler:
         if self.device.type == "cuda":
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
-        self.model = load_engine_model(model, scale, self.device)
+        self.model = load_engine_model(model, scale, self.device, detail)
         self.scale = int(self.model.scale)
         self.halo = max(int(self.model.halo), int(halo or 0))
         self.tile, self.overlap, self.margin = int(tile), int(overlap), int(margin)
@@ -276,6 +280,7 @@ def upscale(
     out_dtype: str | None = None,
     qa: bool = False,
     consistency: bool = False,
+    detail: float | None = None,
     cog: bool = False,
     overwrite: bool = False,
     resume: bool = False,
@@ -304,6 +309,8 @@ def upscale(
     - ``out_dtype``: None keeps the input dtype; ``float32`` writes unrounded values.
     - ``qa``: also write ``<out>_qa.tif`` (|down(SR) - LR| per band on the input grid) and
       ``<out>_qa.json``. ``consistency`` enforces down(SR) ~ LR per tile.
+    ``detail`` (0-1, default model only) blends the fidelity default (0) and the perceptual model
+    (1) by weight interpolation (``models.registry.load_model``).
     - ``resume``: keep the partial file and manifest if interrupted, and continue from them.
     - ``progress(done, total, message)`` is called after each batch, ``cancel()`` before it.
     """
@@ -318,6 +325,7 @@ def upscale(
         batch_size=batch_size,
         consistency=consistency,
         memory_mb=memory_mb,
+        detail=detail,
     )
     return up.run(
         input,
