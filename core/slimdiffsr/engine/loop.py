@@ -79,8 +79,11 @@ class Engine(Protocol):
     model_hash: str
     device: Any
 
-    def predict(self, x: np.ndarray, halo: int, size: tuple[int, int]) -> np.ndarray:
-        """(B, C, h, w) model units -> the HR cores (B, C, s*size[0], s*size[1]), float32."""
+    def predict(
+        self, x: np.ndarray, halo: int | tuple[int, int, int, int], size: tuple[int, int]
+    ) -> np.ndarray:
+        """(B, C, h, w) model units with ``halo`` context (every side, or top, bottom, left,
+        right) -> the HR cores (B, C, s*size[0], s*size[1]), float32."""
         ...
 
 
@@ -166,9 +169,10 @@ class Job:
         """LR tile with halo (C, h, w): the model's bands in model units (model order first),
         then the interpolated bands in raster units; None when its core has no valid pixel."""
         p, h = self.plan, self.up.halo
-        data, valid = rio_io.read_padded(src, p.bands, tile.read_window(h))
+        top, _, left, _ = p.grid.halo_sides(tile, h)  # no halo beyond the raster's edges
+        data, valid = rio_io.read_padded(src, p.bands, p.grid.read_window(tile, h))
         th, tw = tile.window.shape
-        if not valid[h : h + th, h : h + tw].any():
+        if not valid[top : top + th, left : left + tw].any():
             return None
         if not valid.all():
             data = fill_invalid(data, valid, p.fill_values, iterations=h)
@@ -189,36 +193,55 @@ class Job:
             self._weights[key] = w
         return w
 
-    def _bicubic_core(self, x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """Bicubic HR cores of (B, C, h, w) tiles with halo; reads only 2 LR px around the core
-        (the kernel's reach), so the result equals upsampling the whole tile."""
-        h, s = self.up.halo, self.up.scale
-        m = min(2, h)
+    def _bicubic_core(
+        self, x: np.ndarray, size: tuple[int, int], sides: tuple[int, int, int, int]
+    ) -> np.ndarray:
+        """Bicubic HR cores of (B, C, h, w) tiles with context ``sides`` (top, bottom, left,
+        right); reads only 2 LR px around the core (the kernel's reach), so the result equals
+        upsampling the whole tile."""
+        s = self.up.scale
+        top, bottom, left, right = sides
         th, tw = size
-        part = x[:, :, h - m : h + th + m, h - m : h + tw + m]
-        return bicubic_upsample_np(part, s)[:, :, m * s : (m + th) * s, m * s : (m + tw) * s]
+        mt, mb, ml, mr = (min(2, v) for v in sides)
+        part = x[:, :, top - mt : top + th + mb, left - ml : left + tw + mr]
+        up = bicubic_upsample_np(part, s)
+        return up[:, :, mt * s : (mt + th) * s, ml * s : (ml + tw) * s]
 
     def _run_batch(
         self, tiles: list[Tile], prepared: list[np.ndarray | None]
     ) -> dict[Tile, np.ndarray]:
         """The model step on the non-empty tiles: each one's HR core (C, sh, sw), in the plan's
-        output band order (model bands in model units, interpolated bands in raster units)."""
+        output band order (model bands in model units, interpolated bands in raster units).
+
+        Tiles at the raster's edges have less context (no mirrored halo), so the batch runs as
+        groups of equal shape."""
+        groups: dict[tuple[int, int, int, int], list[int]] = {}
+        for i, t in enumerate(tiles):
+            if prepared[i] is not None:
+                groups.setdefault(self.plan.grid.halo_sides(t, self.up.halo), []).append(i)
+        out: dict[Tile, np.ndarray] = {}
+        for sides, idx in groups.items():
+            out.update(self._run_group([tiles[i] for i in idx], [prepared[i] for i in idx], sides))
+        return out
+
+    def _run_group(
+        self, tiles: list[Tile], prepared: list[np.ndarray], sides: tuple[int, int, int, int]
+    ) -> dict[Tile, np.ndarray]:
+        """:meth:`_run_batch` for tiles of one shape and context."""
         p = self.plan
-        idx = [i for i, t in enumerate(prepared) if t is not None]
-        if not idx:
-            return {}
-        size = tiles[idx[0]].window.shape
+        idx = list(range(len(tiles)))
+        size = tiles[0].window.shape
         batch = np.stack([prepared[i] for i in idx])
         n_sr = len(p.sr_pos)
         x = batch[:, :n_sr]
         xc = np.clip(x, -1.0, 1.0) if p.clip_to_domain else x
-        cores = self.up.predict(np.ascontiguousarray(xc), self.up.halo, size)
+        cores = self.up.predict(np.ascontiguousarray(xc), sides, size)
         if xc is not x and (rest := x - xc).any():  # residual transfer: nothing is clipped
-            cores = cores + self._bicubic_core(rest, size)
+            cores = cores + self._bicubic_core(rest, size, sides)
         if p.interp_pos:
             out = np.empty((len(idx), p.C, *cores.shape[-2:]), np.float32)
             out[:, p.sr_pos] = cores
-            out[:, p.interp_pos] = self._bicubic_core(batch[:, n_sr:], size)
+            out[:, p.interp_pos] = self._bicubic_core(batch[:, n_sr:], size, sides)
             cores = out
         elif p.sr_pos != list(range(p.C)):
             out = np.empty_like(cores)
@@ -648,9 +671,10 @@ class Job:
             "value_contract": p.contract.describe(),
             "warnings": self.pf.messages,
             "device": str(up.device),
+            "runtime": str(getattr(up, "runtime", "torch")),
             "precision": up.precision,
-            "tile": up.tile,
-            "overlap": up.overlap,
+            "tile": p.grid.tile,
+            "overlap": p.grid.overlap,
             "halo": up.halo,
             "tiles": computed + self.counts["skipped"] + self.counts["reused"],
             "tiles_computed": computed,

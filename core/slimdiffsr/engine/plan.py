@@ -291,7 +291,8 @@ def make_plan(src: Any, inp: Path, out: Path | None, up: Any, o: RunOptions) -> 
                     value_range[b] = p99 - p1
     # output layout
     s = up.scale
-    grid = TileGrid(region, up.tile, up.overlap, s, up.margin)
+    tile, overlap = up.geometry(region.height, region.width)  # from the memory budget if unset
+    grid = TileGrid(region, tile, overlap, s, up.margin, bounds=rio_io.raster_window(src))
     block = output_block_size(s)
     strip_rows = -(-(grid.tile_height * s + block) // block) * block
     max_cols = max(block, up.memory_mb * 2**20 // (C * 4 * strip_rows))
@@ -333,8 +334,8 @@ def make_plan(src: Any, inp: Path, out: Path | None, up: Any, o: RunOptions) -> 
         "scale": s,
         "bands": bands,
         "bands_sr": sr_bands,
-        "tile": up.tile,
-        "overlap": up.overlap,
+        "tile": grid.tile,
+        "overlap": grid.overlap,
         "halo": up.halo,
         "margin": up.margin,
         "precision": up.precision,
@@ -348,7 +349,7 @@ def make_plan(src: Any, inp: Path, out: Path | None, up: Any, o: RunOptions) -> 
         "version": __version__,
     }
     interp = [bands[i] for i in interp_pos]
-    tags = _tags(src, inp, up, bands, sr_bands, interp, mapping, region)
+    tags = _tags(src, inp, up, bands, sr_bands, interp, mapping, region, grid)
     return Plan(
         bands=bands,
         sr_bands=sr_bands,
@@ -387,6 +388,7 @@ def _tags(
     interp: list[int],
     mapping: ValueMapping,
     r: Window,
+    grid: TileGrid,
 ) -> dict[str, str]:
     join = lambda bs: ",".join(str(b) for b in bs)  # noqa: E731
     tags = {k: v for k, v in src.tags().items() if not k.startswith("TIFFTAG_")}
@@ -397,8 +399,8 @@ def _tags(
             "SLIMDIFFSR_MODEL": up.model_name,
             "SLIMDIFFSR_MODEL_HASH": up.model_hash,
             "SLIMDIFFSR_SCALE": str(up.scale),
-            "SLIMDIFFSR_TILE": str(up.tile),
-            "SLIMDIFFSR_OVERLAP": str(up.overlap),
+            "SLIMDIFFSR_TILE": str(grid.tile),
+            "SLIMDIFFSR_OVERLAP": str(grid.overlap),
             "SLIMDIFFSR_HALO": str(up.halo),
             "SLIMDIFFSR_PRECISION": up.precision,
             "SLIMDIFFSR_LR_CONSISTENCY": "enforced" if up.consistency else "off",

@@ -10,17 +10,16 @@ shape): ``progress(done, total, message)`` after each batch and ``cancel() -> bo
 
 from __future__ import annotations
 
-import contextlib
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from slimdiffsr.contract import ValueContract
-from slimdiffsr.devices import PRECISIONS, precision_dtype, resolve_device
+from slimdiffsr.devices import PRECISIONS, resolve_device
 from slimdiffsr.engine import raster_io as rio_io
 from slimdiffsr.engine.loop import GDAL_CACHE_MB, Job, UpscaleResult
 from slimdiffsr.engine.plan import (
@@ -35,9 +34,30 @@ from slimdiffsr.engine.plan import (
 from slimdiffsr.engine.preflight import Preflight
 from slimdiffsr.engine.preflight import preflight as run_preflight
 from slimdiffsr.engine.qa import enforce_lr_consistency
-from slimdiffsr.engine.tiling import DEFAULT_MARGIN, DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling
+from slimdiffsr.engine.runtime import (
+    TorchRunner,
+    cpu_threads,
+    declared_model_bytes,
+    enforce_lr_consistency_np,
+    open_onnx,
+    resolve_runtime,
+)
+from slimdiffsr.engine.tiling import (
+    DEFAULT_MARGIN,
+    DEFAULT_OVERLAP,
+    MAX_TILE,
+    check_tiling,
+    plan_geometry,
+)
 from slimdiffsr.engine.writer import fill_invalid
-from slimdiffsr.errors import InputError, ModelError, OutOfMemoryError
+from slimdiffsr.errors import InputError, ModelError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+CPU_BUDGET_FRACTION = 0.25  # of the available RAM, for one batch of tiles through the model
+CPU_BUDGET_MAX = 4 * 2**30  # beyond this bigger tiles save < 10 % (the halo share) on a CPU
+GPU_BUDGET_FRACTION = 0.6  # of the free GPU memory
 
 __all__ = [
     "GDAL_CACHE_MB",
@@ -72,6 +92,8 @@ def load_engine_model(
     detail: float | None = None,
 ) -> torch.nn.Module:
     """A model by name/path (through the registry) or an already built module, on ``device``."""
+    import torch
+
     if isinstance(model, torch.nn.Module):
         for attr in ("scale", "halo"):
             if not isinstance(getattr(model, attr, None), int):
@@ -88,9 +110,17 @@ def load_engine_model(
 class Upscaler:
     """A loaded model plus tiling and device settings, reusable over many rasters.
 
-    ``model`` is an installed name (``default``, ``bicubic``), a ``.safetensors`` path, or a
-    module following the model contract (docs/ARCHITECTURE.md). ``halo`` defaults to the model's
-    and can only be raised. On CUDA, cuDNN is switched to deterministic algorithms.
+    ``model`` is an installed name (``default``, ``bicubic``), a ``.safetensors`` or ``.onnx``
+    path, or a torch module following the model contract (docs/ARCHITECTURE.md). ``runtime``:
+    ``torch`` (eager), ``onnx`` (ONNX Runtime on the model's ``.onnx`` twin) or ``auto`` (ONNX
+    Runtime where installed, see ``engine.runtime``). ``halo`` defaults to the model's and can
+    only be raised. On CUDA, cuDNN is switched to deterministic algorithms.
+
+    ``tile``/``overlap`` None (the default) size tiles per raster from a memory budget
+    (:meth:`geometry`): the largest tile whose batch fits ``tile_memory_mb`` (default: a share
+    of the available RAM or free GPU memory) at the model's declared bytes per pixel, and the
+    overlap blending needs; a raster that fits is one tile. ``batch_size`` None: 1 on a CPU
+    (large tiles), 4 on a GPU.
     """
 
     def __init__(
@@ -100,88 +130,148 @@ class Upscaler:
         scale: int | None = None,
         device: str | torch.device = "auto",
         precision: str = "fp32",
-        tile: int = DEFAULT_TILE,
-        overlap: int = DEFAULT_OVERLAP,
+        runtime: str = "auto",
+        tile: int | None = None,
+        overlap: int | None = None,
         halo: int | None = None,
         margin: int = DEFAULT_MARGIN,
-        batch_size: int = 4,
+        batch_size: int | None = None,
         consistency: bool = False,
         consistency_iterations: int = 3,
         memory_mb: int = 256,
+        tile_memory_mb: int | None = None,
+        threads: int | None = None,
         detail: float | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {batch_size}")
-        self.device = resolve_device(device)
-        if precision != "fp32" and self.device.type == "cpu":
-            warnings.warn(
-                f"{precision} runs only on a GPU; using fp32 on the CPU", UserWarning, stacklevel=2
+        # detail (0-1) blends the fidelity and perceptual models' weights: a torch-only operation
+        self.runtime = "torch" if detail else resolve_runtime(runtime, model, str(device))
+        if self.runtime == "torch":
+            import torch
+
+            self.device = resolve_device(device)
+            if precision != "fp32" and self.device.type == "cpu":
+                warnings.warn(
+                    f"{precision} runs only on a GPU; using fp32 on the CPU",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                precision = "fp32"
+            if self.device.type == "cuda":
+                torch.backends.cudnn.deterministic = True
+                torch.backends.cudnn.benchmark = False
+            self.model = load_engine_model(model, scale, self.device, detail)
+            self.runner: Any = TorchRunner(self.model, self.device, precision)
+            declared = declared_model_bytes(model, precision)  # the same tiles as with ONNX
+            if declared:
+                self.runner.bytes_per_pixel = declared
+        else:
+            self.runner = open_onnx(
+                str(model), scale=scale, device=str(device), precision=precision, threads=threads
             )
-            precision = "fp32"
+            self.model = self.runner
+            self.device = self.runner.device
+            precision = self.runner.precision
         self.precision = precision
-        if self.device.type == "cuda":
-            torch.backends.cudnn.deterministic = True
-            torch.backends.cudnn.benchmark = False
-        self.model = load_engine_model(model, scale, self.device, detail)
-        self.scale = int(self.model.scale)
-        self.halo = max(int(self.model.halo), int(halo or 0))
-        self.tile, self.overlap, self.margin = int(tile), int(overlap), int(margin)
-        check_tiling(self.tile, self.overlap, self.scale, self.margin)
-        self.batch_size = int(batch_size)
+        self.device_kind = str(self.device).split(":")[0]
+        self.scale = int(self.runner.scale)
+        self.halo = max(int(self.runner.halo), int(halo or 0))
+        self.margin = int(margin)
+        self.tile = int(tile) if tile else None
+        self.overlap = int(overlap) if overlap is not None else None
+        if self.tile is not None:
+            self.overlap = DEFAULT_OVERLAP if self.overlap is None else self.overlap
+            check_tiling(self.tile, self.overlap, self.scale, self.margin)
+        self.batch_size = int(batch_size or (1 if self.device_kind == "cpu" else 4))
         self.consistency = bool(consistency)
         self.consistency_iterations = int(consistency_iterations)
         self.memory_mb = int(memory_mb)
+        self.tile_memory_mb = tile_memory_mb
+        self.threads = threads or cpu_threads()
         card = getattr(self.model, "card", None)
         self.card = card
         self.model_name = card.name if card is not None else type(self.model).__name__
-        self.model_hash = str(getattr(self.model, "model_hash", "unknown"))
+        self.model_hash = str(getattr(self.runner, "model_hash", "unknown"))
         self.in_bands = model_band_count(self.model)
 
-    # -- the model step (also what the benchmark times bare) -------------------------------------
-    def forward(self, lr: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """LR batch in [-1, 1] (B, C, h, w) -> SR float32 on the device (B, C, s*h, s*w)."""
-        x = torch.as_tensor(lr).to(self.device, non_blocking=True)
-        dtype = precision_dtype(self.precision)
-        ctx = (
-            torch.autocast(device_type=self.device.type, dtype=dtype)
-            if dtype is not None
-            else contextlib.nullcontext()
-        )
-        try:
-            with torch.inference_mode(), ctx:
-                y = self.model(x)
-            return y.float()
-        except torch.cuda.OutOfMemoryError as e:
-            raise OutOfMemoryError(
-                f"the device ran out of memory for a batch of {x.shape[0]} tiles of "
-                f"{x.shape[-1]} px; lower --batch-size or --tile"
-            ) from e
-        except RuntimeError as e:
-            if "out of memory" in str(e).lower():
-                raise OutOfMemoryError(f"{e}; lower --batch-size or --tile") from e
-            raise
+    # -- tile geometry -------------------------------------------------------------------------
+    def tile_budget_bytes(self) -> float:
+        """Memory for one batch through the model: ``tile_memory_mb``, else a share of the
+        available RAM (CPU) or of the free GPU memory."""
+        if self.tile_memory_mb:
+            return float(self.tile_memory_mb) * 2**20
+        if self.device_kind == "cuda":
+            free = None
+            if self.runtime == "torch":
+                import torch
 
-    def predict(self, x: np.ndarray, halo: int, size: tuple[int, int]) -> np.ndarray:
-        """LR tiles with halo in model units (B, C, h, w) -> their HR cores as float32 numpy.
+                free, _ = torch.cuda.mem_get_info(self.device)
+            return GPU_BUDGET_FRACTION * float(free or 8 * 2**30)
+        budget = min(CPU_BUDGET_MAX, max(2**28, CPU_BUDGET_FRACTION * _available_ram()))
+        # a power of two: the tiles (and so the output) do not change with every MB of free RAM
+        return float(2 ** math.floor(math.log2(budget)))
+
+    def geometry(self, height: int, width: int) -> tuple[int, int]:
+        """(tile, overlap) for a ``height`` x ``width`` LR region (see the class docstring)."""
+        if self.tile is not None:
+            return self.tile, int(self.overlap if self.overlap is not None else DEFAULT_OVERLAP)
+        g = plan_geometry(
+            height,
+            width,
+            scale=self.scale,
+            halo=self.halo,
+            bytes_per_pixel=float(self.runner.bytes_per_pixel),
+            budget_bytes=self.tile_budget_bytes(),
+            batch_size=self.batch_size,
+            margin=self.margin,
+            max_tile=int(getattr(self.runner, "max_tile", MAX_TILE)),
+        )
+        overlap = g.overlap if self.overlap is None else self.overlap
+        if overlap >= g.tile:  # one tile: the overlap is unused
+            overlap = g.overlap
+        return g.tile, overlap
+
+    # -- the model step (also what the benchmark times bare) -------------------------------------
+    def forward(self, lr: Any) -> Any:
+        """LR batch in [-1, 1] (B, C, h, w) -> SR float32 (B, C, s*h, s*w): a torch tensor on the
+        device for the torch runtime, a numpy array for ONNX Runtime."""
+        if self.runtime == "torch":
+            return self.runner.forward_tensor(lr)
+        return self.runner(np.asarray(lr, dtype=np.float32))
+
+    def predict(
+        self, x: np.ndarray, halo: int | tuple[int, int, int, int], size: tuple[int, int]
+    ) -> np.ndarray:
+        """LR tiles with context in model units (B, C, h, w) -> their HR cores, float32 numpy.
 
         The model step as the tile loop sees it: forward, LR consistency if enabled, then the
-        halo cropped off, so ``size`` (th, tw) LR pixels come back as (s*th, s*tw).
+        context cropped off (``halo``: pixels on every side, or (top, bottom, left, right)), so
+        ``size`` (th, tw) LR pixels come back as (s*th, s*tw).
         """
         s = self.scale
+        top, _, left, _ = (halo,) * 4 if isinstance(halo, int) else halo
+        th, tw = size
         sr = self.forward(x)
-        if sr.shape[-2:] != (x.shape[-2] * s, x.shape[-1] * s) or sr.shape[1] != x.shape[1]:
+        if tuple(sr.shape[-2:]) != (x.shape[-2] * s, x.shape[-1] * s) or sr.shape[1] != x.shape[1]:
             raise ModelError(
                 f"model returned {tuple(sr.shape)} for input {tuple(x.shape)} at scale x{s}"
             )
+        rows = slice(top * s, (top + th) * s)
+        cols = slice(left * s, (left + tw) * s)
+        if self.runtime != "torch":
+            if self.consistency:
+                sr = enforce_lr_consistency_np(sr, x, s, self.consistency_iterations)
+            return np.ascontiguousarray(sr[:, :, rows, cols], dtype=np.float32)
+        import torch
+
         with torch.inference_mode():
             if self.consistency:
                 lr = torch.from_numpy(np.ascontiguousarray(x)).to(sr.device)
                 sr = enforce_lr_consistency(sr, lr, s, self.consistency_iterations)
-            th, tw = size
-            core = sr[:, :, halo * s : (halo + th) * s, halo * s : (halo + tw) * s]
-            return core.float().cpu().numpy()
+            return sr[:, :, rows, cols].float().cpu().numpy()
 
     def run(
         self,
@@ -267,12 +357,15 @@ def upscale(
     *,
     scale: int | None = None,
     bands: Sequence[int] | None = None,
-    tile: int = DEFAULT_TILE,
-    overlap: int = DEFAULT_OVERLAP,
+    tile: int | None = None,
+    overlap: int | None = None,
     halo: int | None = None,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     device: str = "auto",
     precision: str = "fp32",
+    runtime: str = "auto",
+    threads: int | None = None,
+    tile_memory_mb: int | None = None,
     roi_window: tuple[int, int, int, int] | None = None,
     roi_bounds: tuple[float, float, float, float] | None = None,
     roi_crs: Any = None,
@@ -312,6 +405,10 @@ def upscale(
     ``detail`` (0-1, default model only) blends the fidelity default (0) and the perceptual model
     (1) by weight interpolation (``models.registry.load_model``).
     - ``resume``: keep the partial file and manifest if interrupted, and continue from them.
+    - ``runtime``: ``auto`` (ONNX Runtime where installed), ``onnx`` or ``torch``; ``threads``
+      CPU threads for ONNX Runtime (default: the cores available).
+    - ``tile``/``overlap`` None: sized per raster from ``tile_memory_mb`` (default: a share of
+      the device's memory); small rasters run as one tile.
     - ``progress(done, total, message)`` is called after each batch, ``cancel()`` before it.
     """
     up = Upscaler(
@@ -319,12 +416,15 @@ def upscale(
         scale=scale,
         device=device,
         precision=precision,
+        runtime=runtime,
         tile=tile,
         overlap=overlap,
         halo=halo,
         batch_size=batch_size,
         consistency=consistency,
         memory_mb=memory_mb,
+        tile_memory_mb=tile_memory_mb,
+        threads=threads,
         detail=detail,
     )
     return up.run(
@@ -346,3 +446,20 @@ def upscale(
         feedback=feedback,
         on_preflight=on_preflight,
     )
+
+
+def _available_ram() -> float:
+    """Bytes of RAM available now (Linux ``MemAvailable``), else half the physical RAM."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2
+    except (ValueError, OSError, AttributeError):
+        return 4.0 * 2**30

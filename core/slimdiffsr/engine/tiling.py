@@ -33,6 +33,8 @@ DEFAULT_TILE = 128
 DEFAULT_OVERLAP = 32
 DEFAULT_MARGIN = 4
 HR_MULTIPLE = 16  # tile * scale must be a multiple of this (the networks' stride)
+BLEND_RAMP = 8  # LR px of raised-cosine ramp between neighbours (hides the seam; 32 HR px at x4)
+MAX_TILE = 2048  # LR px: beyond this a tile buys nothing (halo share < 4 %) but latency
 
 
 class TilingError(InputError):
@@ -218,6 +220,133 @@ def check_tiling(tile: int, overlap: int, scale: int, margin: int = DEFAULT_MARG
         )
 
 
+# -- tile geometry from a memory budget ----------------------------------------------------------
+def tile_unit(scale: int) -> int:
+    """LR tile sizes must be multiples of this so that ``tile * scale`` is a stride multiple."""
+    return HR_MULTIPLE // math.gcd(HR_MULTIPLE, scale)
+
+
+def blend_overlap(margin: int = DEFAULT_MARGIN, ramp: int = BLEND_RAMP) -> int:
+    """The smallest overlap blending needs: the zero-weight margins plus the ramp.
+
+    Context is the halo's job (it is cropped off), so the overlap only has to hide the seam.
+    """
+    return 2 * margin + ramp
+
+
+def largest_tile(
+    budget_bytes: float, bytes_per_pixel: float, scale: int, halo: int, batch_size: int = 1
+) -> int:
+    """The largest LR tile (a multiple of :func:`tile_unit`) whose batch fits ``budget_bytes``.
+
+    ``bytes_per_pixel`` is the model's activation memory per *output* pixel at the chosen
+    precision; a tile computes ``((tile + 2 * halo) * scale) ** 2`` output pixels.
+    Returns 0 when not even the smallest tile fits.
+    """
+    if budget_bytes <= 0 or bytes_per_pixel <= 0:
+        raise TilingError("the memory budget and bytes per pixel must be positive")
+    side_hr = math.sqrt(budget_bytes / (bytes_per_pixel * batch_size))
+    unit = tile_unit(scale)
+    tile = (int(side_hr // scale) - 2 * halo) // unit * unit
+    return max(0, min(tile, MAX_TILE))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Tile size and overlap chosen for one region, and the memory one batch will take."""
+
+    tile: int
+    overlap: int
+    batch_size: int
+    tiles: int
+    batch_bytes: float
+
+    def describe(self) -> str:
+        n = self.tiles
+        return (
+            f"{n} tile{'' if n == 1 else 's'} of {self.tile} px (overlap {self.overlap}), "
+            f"~{self.batch_bytes / 2**20:.0f} MB per batch of {self.batch_size}"
+        )
+
+
+def _axis_tiles(length: int, tmax: int, overlap: int, unit: int) -> tuple[int, int]:
+    """(count, tile) covering ``length`` with the fewest tiles of at most ``tmax``, as even as
+    possible, so the snapped last tile repeats little work."""
+    if length <= tmax:
+        return 1, length
+    n = math.ceil((length - overlap) / (tmax - overlap))
+    t = math.ceil((length + (n - 1) * overlap) / n)
+    return n, min(tmax, -(-t // unit) * unit)
+
+
+def plan_geometry(
+    height: int,
+    width: int,
+    *,
+    scale: int,
+    halo: int,
+    bytes_per_pixel: float,
+    budget_bytes: float,
+    batch_size: int = 1,
+    margin: int = DEFAULT_MARGIN,
+    max_tile: int = MAX_TILE,
+) -> Geometry:
+    """Tile size and overlap for a ``height`` x ``width`` LR region from a memory budget.
+
+    The largest tile that fits (:func:`largest_tile`), then shrunk to split each axis into
+    near-equal tiles; a region that fits whole is one tile. The overlap is the blending minimum
+    (:func:`blend_overlap`). Raises :class:`TilingError` when the budget cannot hold a tile.
+    """
+    if height < 1 or width < 1:
+        raise TilingError(f"empty region {height}x{width}")
+    unit = tile_unit(scale)
+    overlap = blend_overlap(margin)
+    tmax = min(largest_tile(budget_bytes, bytes_per_pixel, scale, halo, batch_size), max_tile)
+    if tmax < overlap + unit:
+        need = ((overlap + unit + 2 * halo) * scale) ** 2 * bytes_per_pixel * batch_size
+        raise TilingError(
+            f"a memory budget of {budget_bytes / 2**20:.0f} MB holds no tile for this model "
+            f"(the smallest needs ~{need / 2**20:.0f} MB); raise --memory-mb or lower --batch-size"
+        )
+    (nr, tr), (nc, tc) = (
+        _axis_tiles(height, tmax, overlap, unit),
+        _axis_tiles(width, tmax, overlap, unit),
+    )
+    tile = max(tr if nr > 1 else 0, tc if nc > 1 else 0)
+    if tile == 0:  # the whole region is one tile
+        tile = max(-(-max(height, width) // unit) * unit, overlap + unit)
+    tile = max(tile, overlap + unit)
+    grid_rows = len(axis_starts(height, tile, overlap))
+    grid_cols = len(axis_starts(width, tile, overlap))
+    th, tw = min(height, tile), min(width, tile)
+    batch_bytes = (th + 2 * halo) * (tw + 2 * halo) * scale**2 * bytes_per_pixel * batch_size
+    return Geometry(tile, overlap, batch_size, grid_rows * grid_cols, batch_bytes)
+
+
+def halo_sides(window: Window, halo: int, bounds: Window | None) -> tuple[int, int, int, int]:
+    """Context (top, bottom, left, right) a tile gets: ``halo`` where the raster has pixels,
+    clipped at its edges (``bounds``), where mirrored pixels would add work but no information.
+
+    ``bounds`` None keeps the full halo on every side (mirrored at the edges).
+    """
+    if bounds is None:
+        return halo, halo, halo, halo
+    return (
+        max(0, min(halo, window.row_off - bounds.row_off)),
+        max(0, min(halo, bounds.row_end - window.row_end)),
+        max(0, min(halo, window.col_off - bounds.col_off)),
+        max(0, min(halo, bounds.col_end - window.col_end)),
+    )
+
+
+def read_window(window: Window, sides: tuple[int, int, int, int]) -> Window:
+    """``window`` grown by (top, bottom, left, right) pixels."""
+    t, b, left, r = sides
+    return Window(
+        window.row_off - t, window.col_off - left, window.height + t + b, window.width + left + r
+    )
+
+
 @dataclass(frozen=True)
 class Tile:
     """One tile: its grid position and its LR window in raster coordinates."""
@@ -239,6 +368,7 @@ class TileGrid:
     overlap: int = DEFAULT_OVERLAP
     scale: int = 4
     margin: int = DEFAULT_MARGIN
+    bounds: Window | None = None  # the raster's extent: halos stop at its edges (None: mirror)
 
     def __post_init__(self) -> None:
         check_tiling(self.tile, self.overlap, self.scale, self.margin)
@@ -298,6 +428,14 @@ class TileGrid:
 
     def col_weight(self, col: int) -> np.ndarray:
         return self._cols[1][col]
+
+    def halo_sides(self, tile: Tile, halo: int) -> tuple[int, int, int, int]:
+        """Context (top, bottom, left, right) of ``tile``; see :func:`halo_sides`."""
+        return halo_sides(tile.window, halo, self.bounds)
+
+    def read_window(self, tile: Tile, halo: int) -> Window:
+        """The LR window read for ``tile``: its window plus its context."""
+        return read_window(tile.window, self.halo_sides(tile, halo))
 
     def hr_window(self, tile: Tile) -> Window:
         """The tile's HR window relative to the region's HR origin."""

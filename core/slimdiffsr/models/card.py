@@ -170,7 +170,7 @@ def read_card(path: str | Path) -> ModelCard:
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:  # numpy: no torch needed
             meta = f.metadata() or {}
     except Exception as e:  # safetensors raises several types for foreign files
         raise ModelFileError(f"{path} is not a safetensors model file ({e})") from e

@@ -74,10 +74,27 @@ class ModelEntry:
         }
 
 
-def list_models() -> list[ModelEntry]:
-    """All installed models (files whose card cannot be read are skipped)."""
-    from slimdiffsr.models.bicubic import BicubicSR
+def bicubic_card(scale: int) -> ModelCard:
+    """The bicubic baseline's card (built without torch; ``BicubicSR`` carries the same)."""
+    return ModelCard(
+        name="bicubic",
+        architecture="bicubic",
+        scale=scale,
+        bands=[],  # any bands
+        value_contract={},  # uses the raster's natural contract
+        description="Bicubic interpolation baseline (no learned weights).",
+        license="MIT",
+        halo=4,
+    )
 
+
+def list_models() -> list[ModelEntry]:
+    """All installed models (files whose card cannot be read are skipped).
+
+    A model is a ``.safetensors`` file, or an ``.onnx`` file with a card in its metadata (the
+    ONNX twin beside a safetensors file is the same model and is not listed twice). Torch is
+    not needed to list them.
+    """
     entries: dict[str, ModelEntry] = {}
     for d in model_dirs():
         if not d.is_dir():
@@ -88,9 +105,18 @@ def list_models() -> list[ModelEntry]:
             except ModelFileError:
                 continue
             entries.setdefault(card.name, ModelEntry(card.name, p, card))
+        for p in sorted(d.glob("*.onnx")):
+            if p.with_suffix(".safetensors").is_file():
+                continue
+            try:
+                from slimdiffsr.models.onnx_export import read_onnx_card
+
+                card = read_onnx_card(p)
+            except ModelFileError:
+                continue
+            entries.setdefault(card.name, ModelEntry(card.name, p, card))
     for s in (4, 8):
-        b = BicubicSR(s)
-        entries.setdefault(f"bicubic-x{s}", ModelEntry(f"bicubic-x{s}", None, b.card))
+        entries.setdefault(f"bicubic-x{s}", ModelEntry(f"bicubic-x{s}", None, bicubic_card(s)))
     from slimdiffsr.weights import weights_dir
 
     teacher = weights_dir() / REALESRGAN_FILE
@@ -107,7 +133,7 @@ def resolve(name_or_path: str) -> Path | str:
     if n == "default":
         n = DEFAULT_MODEL
     p = Path(n).expanduser()
-    if p.suffix == ".safetensors" or p.exists():
+    if p.suffix in (".safetensors", ".onnx") or p.exists():
         if not p.is_file():
             raise ModelFileError(f"model file not found: {p}")
         return p
