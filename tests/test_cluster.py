@@ -229,6 +229,7 @@ def test_scheduler_and_two_workers_survive_a_killed_worker(tmp_path):
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+    print(stdout)
     assert cli.returncode == 0, stdout + stderr
     assert "Dask dashboard: http" in stderr
     assert stdout.count("\nok ") + stdout.startswith("ok ") == 6, stdout
@@ -258,6 +259,7 @@ def test_local_cluster_same_files_split_and_a_bad_input(tmp_path):
     cmd = [str(BIN / "slimdiffsr"), "upscale", str(tmp_path / "in"), str(out)]
     cmd += ["--cluster", "local:2", "-m", MODEL, "--device", "cpu", "--split-pixels", "60000"]
     r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=400)
+    print(r.stdout)
     assert r.returncode == 2, r.stdout + r.stderr
     bad = [ln for ln in r.stdout.splitlines() if ln.startswith("FAILED")]
     assert len(bad) == 1 and "broken.tif" in bad[0] and "cannot read" in bad[0], r.stdout
@@ -283,10 +285,14 @@ def test_python_api_with_an_in_process_cluster(tmp_path):
 
     inputs = make_inputs(tmp_path / "in", n=3, size=(96, 96))
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False) as lc, Client(lc) as c:
-        res = upscale_many(inputs, tmp_path / "out", cluster=c, model=MODEL, device="cpu")
+        res = upscale_many(
+            inputs, tmp_path / "out", cluster=c, model=MODEL, device="cpu", timeout=300
+        )
         assert res.ok and [Path(r["input"]) for r in res.records] == inputs
         lines = format_summary(res)
         assert lines[-2].startswith("3 files: 3 ok, 0 failed")
-        again = upscale_many(inputs[:1], tmp_path / "out", cluster=c, model=MODEL, device="cpu")
+        again = upscale_many(
+            inputs[:1], tmp_path / "out", cluster=c, model=MODEL, device="cpu", timeout=300
+        )
     assert not again.ok and "exists" in again.failed[0]["error"]
     validate_catalogue(tmp_path / "out" / "collection.json", 3)

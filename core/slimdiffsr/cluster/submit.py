@@ -291,7 +291,7 @@ def upscale_many(
         paths,
         out,
         scale=scale,
-        tile=int(up_kw.get("tile", DEFAULT_TILE)),
+        tile=int(up_kw.get("tile") or DEFAULT_TILE),
         split_pixels=int(split_pixels),
         cog=bool(run_kw.get("cog", False)),
         overwrite=bool(run_kw.get("overwrite", False)),
@@ -444,6 +444,13 @@ def run_cli(args: Any, inputs: Sequence[Path], output: Path) -> int:
         "overwrite": args.overwrite,
         "compress": args.compress,
     }
+    for name in (
+        "detail",
+        "runtime",
+        "tile_memory_mb",
+    ):  # newer engine options, when the CLI has them
+        if getattr(args, name, None) is not None:
+            kwargs[name] = getattr(args, name)
     result = upscale_many(
         inputs,
         output,

@@ -59,7 +59,7 @@ def _finished_earlier(unit: Unit, run_started: float) -> bool:
     if unit.roi_window is not None:
         c, r, w, h = unit.roi_window
         roi_ok = tags.get("SLIMDIFFSR_ROI") == f"{c},{r},{w},{h}"
-    return roi_ok and tags.get("SLIMDIFFSR_SOURCE") in (unit.input.name, str(unit.input))
+    return roi_ok and Path(tags.get("SLIMDIFFSR_SOURCE", "")).name == unit.input.name
 
 
 def run_unit(
