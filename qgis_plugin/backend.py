@@ -67,6 +67,7 @@ SETUP_HINT = setup_hint()  # English, for code that formats it without a QGIS ap
 HELLO_TIMEOUT_S = 60.0  # the worker answers before importing torch; this covers a cold disk
 CANCEL_GRACE_S = 1.2  # time the worker gets to stop between tiles before it is killed
 STOP_GRACE_S = 5.0
+SHARED_WAIT_S = 10.0  # how long a run waits for the warm worker before starting its own
 
 Log = Callable[[str], None]
 
@@ -711,13 +712,13 @@ def shared_worker(
 ) -> Iterator[Worker]:
     """The warm worker: started on first use, restarted if it died or the backend changed.
 
-    Held exclusively for the ``with`` block. When another run holds it (a parallel batch), a
-    one-off worker serves this one. A worker left mid-request (an exception on our side) is
+    Held exclusively for the ``with`` block. A short request (the dock's preflight) is waited
+    for; when another run holds it longer (a parallel batch), a one-off worker serves this one. A worker left mid-request (an exception on our side) is
     killed, so the next run never reads a stale answer.
     """
     loc = location or find_backend()
     mdir = _resolve_models_dir(models_dir)
-    if not _Shared.lock.acquire(blocking=False):
+    if not _Shared.lock.acquire(timeout=SHARED_WAIT_S):
         with open_worker(loc, log, mdir) as w:
             yield w
         return

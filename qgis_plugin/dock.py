@@ -454,9 +454,7 @@ class SlimDiffSRDock(QgsDockWidget):
                 self._plan_again = False
                 self._schedule_plan()
 
-        self.plan_task = QgsTask.fromFunction(
-            tr("SlimDiffSR: plan"), work, on_finished=done, flags=QgsTask.Silent
-        )
+        self.plan_task = QgsTask.fromFunction(tr("SlimDiffSR: plan"), work, on_finished=done)
         QgsApplication.taskManager().addTask(self.plan_task)
 
     def show_plan(self, answer: dict[str, Any] | None, problem: str = "") -> None:
@@ -709,15 +707,32 @@ class SlimDiffSRDock(QgsDockWidget):
 
 
 def plan_sentence(answer: dict[str, Any], tiles_per_s: float) -> str:
-    """The preflight's sentence plus the time the last run's speed predicts."""
-    text = str(answer.get("sentence") or "").strip()
-    tiles = (answer.get("plan") or {}).get("tiles")
-    if isinstance(tiles, int | float) and tiles > 0 and tiles_per_s > 0:
-        text += tr(" About {} at the last run's speed.").format(duration_text(tiles / tiles_per_s))
-    warnings = (answer.get("plan") or {}).get("warnings") or []
-    if warnings:
-        text += " " + " ".join(str(w) for w in warnings)
-    return text
+    """One line from the preflight: model, bands in and out, value mapping, tiles, time."""
+    plan = answer.get("plan") or {}
+    parts = []
+    bands_in = plan.get("bands_in") or []
+    if plan.get("model"):
+        text = str(plan["model"])
+        if bands_in:
+            text += tr(": layer bands {} in").format(", ".join(map(str, bands_in)))
+            sr, interp = plan.get("bands_sr") or [], plan.get("bands_interpolated") or []
+            text += tr(", {} band(s) out").format(len(sr) + len(interp))
+            if interp:
+                text += tr(" (bands {} bicubic)").format(", ".join(map(str, interp)))
+        parts.append(text)
+    sentence = str(answer.get("sentence") or "").strip()
+    if sentence:
+        parts.append(sentence.replace("override with --value-contract", tr("see Value mapping")))
+    tiles = plan.get("tiles")
+    if isinstance(tiles, int | float) and tiles > 0:
+        text = tr("{} tile(s)").format(int(tiles))
+        if tiles_per_s > 0:
+            text += tr(", about {} at the last run's speed").format(
+                duration_text(tiles / tiles_per_s)
+            )
+        parts.append(text)
+    parts += [str(w) for w in plan.get("warnings") or []]
+    return "; ".join(parts) + ("." if parts else "")
 
 
 __all__ = ["SlimDiffSRDock", "copy_style", "plan_sentence", "result_group"]

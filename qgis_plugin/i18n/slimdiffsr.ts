@@ -204,7 +204,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="653"/>
+        <location filename="../dock.py" line="651"/>
         <source>{} QA</source>
         <translation type="unfinished"></translation>
     </message>
@@ -234,7 +234,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="594"/>
+        <location filename="../dock.py" line="592"/>
         <source>Done.</source>
         <translation type="unfinished"></translation>
     </message>
@@ -249,172 +249,172 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="599"/>
+        <location filename="../dock.py" line="597"/>
         <source>Cancelled; no output was written.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="156"/>
+        <location filename="../backend.py" line="157"/>
         <source>The SlimDiffSR backend Python set by {} does not exist: {}. {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="163"/>
+        <location filename="../backend.py" line="164"/>
         <source>The SlimDiffSR backend Python set by {} is not executable: {}.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="187"/>
+        <location filename="../backend.py" line="188"/>
         <source>the environment variable {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="191"/>
+        <location filename="../backend.py" line="192"/>
         <source>the plugin setting &apos;Backend Python&apos;</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="195"/>
+        <location filename="../backend.py" line="196"/>
         <source>The SlimDiffSR project folder {} has no backend environment ({} is missing). Run `bash scripts/setup_backend.sh` there.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="202"/>
+        <location filename="../backend.py" line="203"/>
         <source>the project folder {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="205"/>
+        <location filename="../backend.py" line="206"/>
         <source>QGIS&apos;s own Python</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="206"/>
+        <location filename="../backend.py" line="207"/>
         <source>No SlimDiffSR backend is configured. {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="277"/>
+        <location filename="../backend.py" line="278"/>
         <source>Could not start the SlimDiffSR backend {} (found via {}): {}. {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="378"/>
+        <location filename="../backend.py" line="379"/>
         <source>The SlimDiffSR backend is not running.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="383"/>
+        <location filename="../backend.py" line="384"/>
         <source>The SlimDiffSR backend stopped accepting requests ({}).</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="453"/>
+        <location filename="../backend.py" line="454"/>
         <source>The SlimDiffSR backend was killed (SIGKILL) while working; this is most likely the system running out of memory. Try a smaller tile size, fp16 precision, or a smaller extent.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="462"/>
+        <location filename="../backend.py" line="463"/>
         <source>The SlimDiffSR backend was stopped by {}.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="470"/>
+        <location filename="../backend.py" line="471"/>
         <source>The Python at {} (found via {}) does not have SlimDiffSR installed. Install it there (`{} -m pip install slimdiffsr`) or choose the Python of a SlimDiffSR backend. {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="485"/>
+        <location filename="../backend.py" line="486"/>
         <source>The SlimDiffSR backend at {} (found via {}) did not start (exit code {}){}. {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="492"/>
+        <location filename="../backend.py" line="493"/>
         <source> Last message: {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="493"/>
+        <location filename="../backend.py" line="494"/>
         <source>The SlimDiffSR backend stopped unexpectedly (exit code {}).{}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="502"/>
+        <location filename="../backend.py" line="503"/>
         <source>The SlimDiffSR backend at {} did not answer within {:.0f} s. {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="510"/>
+        <location filename="../backend.py" line="511"/>
         <source>{} does not speak the SlimDiffSR worker protocol (first message: {}).</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="519"/>
+        <location filename="../backend.py" line="520"/>
         <source>The SlimDiffSR backend {} speaks worker protocol {}, but this plugin ({}) needs protocol {}. Update the plugin and the backend to matching versions (in the backend: `{} -m pip install --upgrade slimdiffsr`, or pull the checkout and rerun `bash scripts/setup_backend.sh`).</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="536"/>
+        <location filename="../backend.py" line="537"/>
         <source>Note: backend version {} differs from plugin version {}; the protocol matches, so they work together.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="576"/>
+        <location filename="../backend.py" line="577"/>
         <source>The SlimDiffSR backend did not answer a {} request in time.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="622"/>
+        <location filename="../backend.py" line="623"/>
         <source>The SlimDiffSR backend{} has no inference runtime: neither PyTorch (package torch) nor ONNX Runtime (package onnxruntime) is installed. Install one: `bash scripts/setup_backend.sh` (PyTorch, GPU capable), `bash scripts/setup_backend.sh --runtime onnx` (light, CPU), or `{} -m pip install onnxruntime` into the backend.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="660"/>
+        <location filename="../backend.py" line="661"/>
         <source> at {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="632"/>
+        <location filename="../backend.py" line="633"/>
         <source>SlimDiffSR cannot run with this input or these settings: {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="633"/>
+        <location filename="../backend.py" line="634"/>
         <source>The model cannot be used: {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="634"/>
+        <location filename="../backend.py" line="635"/>
         <source>The chosen device is not available: {} Choose Device &apos;auto&apos; or &apos;cpu&apos; (Advanced parameters), or check the GPU in Raster &gt; SlimDiffSR &gt; Backend settings and check...</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="638"/>
+        <location filename="../backend.py" line="639"/>
         <source>The backend ran out of memory: {} Try a smaller tile size, fp16 precision, a smaller extent or the CPU.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="642"/>
+        <location filename="../backend.py" line="643"/>
         <source>The output could not be written: {} Check the folder exists, is writable and has space.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="647"/>
+        <location filename="../backend.py" line="648"/>
         <source>The SlimDiffSR backend failed unexpectedly: {} See the log for details.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="660"/>
+        <location filename="../backend.py" line="661"/>
         <source>The SlimDiffSR backend{} is missing the Python package &apos;{}&apos;; it was installed without its dependencies. Recreate it with `bash scripts/setup_backend.sh` (or `bash scripts/setup_backend.sh --runtime onnx`), or run `{} -m pip install slimdiffsr` there.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="671"/>
+        <location filename="../backend.py" line="672"/>
         <source>CUDA was requested, but the backend sees no CUDA GPU ({}). Choose Device &apos;auto&apos; or &apos;cpu&apos; (Advanced parameters), or install a CUDA build of PyTorch in the backend (`bash scripts/setup_backend.sh` on a machine with an NVIDIA driver) and check it in Raster &gt; SlimDiffSR &gt; Backend settings and check...</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="848"/>
+        <location filename="../backend.py" line="849"/>
         <source>Invalid parameters for the backend: {}.</source>
         <translation type="unfinished"></translation>
     </message>
@@ -724,63 +724,58 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="513"/>
+        <location filename="../dock.py" line="511"/>
         <source>Choose a raster layer first.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="517"/>
+        <location filename="../dock.py" line="515"/>
         <source>Pick a layer band for every band the model expects.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="553"/>
+        <location filename="../dock.py" line="551"/>
         <source>the current view of </source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="554"/>
+        <location filename="../dock.py" line="552"/>
         <source>Running on {}&apos;{}&apos; with {}...</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="555"/>
+        <location filename="../dock.py" line="553"/>
         <source>Starting the backend...</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="564"/>
+        <location filename="../dock.py" line="562"/>
         <source>Cancelling...</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="596"/>
+        <location filename="../dock.py" line="594"/>
         <source>Failed; see the log.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="600"/>
+        <location filename="../dock.py" line="598"/>
         <source>Cancelled.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="636"/>
+        <location filename="../dock.py" line="634"/>
         <source>preview</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="639"/>
+        <location filename="../dock.py" line="637"/>
         <source>The result {} could not be opened.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="657"/>
+        <location filename="../dock.py" line="655"/>
         <source>Added &apos;{}&apos; to the group {}: {}</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../dock.py" line="716"/>
-        <source> About {} at the last run&apos;s speed.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -871,6 +866,36 @@
     <message>
         <location filename="../results.py" line="30"/>
         <source>{} SR x{} ({})</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="717"/>
+        <source>: layer bands {} in</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="719"/>
+        <source>, {} band(s) out</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="721"/>
+        <source> (bands {} bicubic)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="725"/>
+        <source>see Value mapping</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="728"/>
+        <source>{} tile(s)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="730"/>
+        <source>, about {} at the last run&apos;s speed</source>
         <translation type="unfinished"></translation>
     </message>
 </context>

@@ -210,3 +210,104 @@ def test_render_script_writes_pngs(backend_python, tmp_path) -> None:
     for name in ("qgis_dock.png", "qgis_compare.png"):
         img = QImage(str(tmp_path / name))
         assert not img.isNull() and img.width() > 400, name
+
+
+def test_dock_progress_per_tile_and_plan(dock, tmp_path) -> None:
+    """Before Run: one line from the backend's preflight; during: a step per tile with its count."""
+    data = (np.indices((96, 96)).sum(0) * 2 % 256).astype(np.uint8)
+    src = write_raster(tmp_path / "tiles.tif", np.stack([data, data.T, 255 - data]))
+    layer = add_layer(src, "tiles")
+    plans: list[str] = []
+    dock.planned.connect(plans.append)
+    dock.layer_combo.setLayer(layer)
+    choose_model(dock, "bicubic-x4")
+    dock.tile_spin.setValue(32)
+    dock.overlap_spin.setValue(16)
+    dock.device_combo.setCurrentIndex(2)  # cpu: the plugin asks for one tile per batch
+    dock.update_plan()
+    assert wait_until(lambda: bool(plans) and dock.plan_task is None, 120)
+    assert dock.plan is not None, plans
+    tiles = dock.plan["plan"]["tiles"]
+    assert tiles > 4
+    line = plans[-1]
+    assert line.startswith("bicubic") and "layer bands 1, 2, 3 in" in line, line
+    assert "uint8" in line and f"{tiles} tile(s)" in line, line
+    values: list[int] = []
+    texts: list[str] = []
+    dock.progress.valueChanged.connect(values.append)
+    results: list[tuple[bool, object]] = []
+    dock.finished.connect(lambda ok, lyr: results.append((ok, lyr)))
+    dock.output_widget.setFilePath(str(tmp_path / "tiles_sr.tif"))
+    assert dock.run()
+    dock._run["feedback"].progress_text.connect(texts.append)
+    assert wait_until(lambda: bool(results), 180), dock.log_view.toPlainText()
+    assert results[0][0], dock.log_view.toPlainText()
+    steps = sorted({v for v in values if 0 < v < 100})
+    assert len(steps) >= tiles - 2, (tiles, values)  # one step per tile, not per batch of 4
+    assert any(t.startswith(f"Tile 1 of {tiles}") for t in texts), texts
+    assert f"Tile {tiles} of {tiles}" in texts[-1]
+    assert any("left" in t for t in texts), texts  # remaining time once the speed is known
+    from qgis_plugin import settings
+
+    assert settings.tiles_per_second() > 0  # the next plan line can estimate the time
+
+
+def test_dock_log_scrolls_and_says_things_once(dock, tmp_path) -> None:
+    data = (np.indices((24, 24)).sum(0) % 256).astype(np.uint8)
+    src = write_raster(tmp_path / "tiny.tif", np.stack([data] * 3))
+    layer = add_layer(src, "tiny")
+    dock.layer_combo.setLayer(layer)
+    choose_model(dock, "bicubic-x4")
+    for i in range(60):  # fill the log past the fold
+        dock.log(f"filler line {i}")
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the output folder should be")
+    dock.output_widget.setFilePath(str(blocked / "out.tif"))
+    ok, _ = run_and_wait(dock)
+    assert not ok
+    text = dock.log_view.toPlainText()
+    failure = [ln for ln in text.splitlines() if "could not be written" in ln or "cannot" in ln]
+    assert len(failure) == 1, text[-2000:]
+    bar = dock.log_view.verticalScrollBar()
+    assert bar.maximum() > 0 and bar.value() == bar.maximum()  # the end of the log is shown
+    assert "Failed" in dock.status_label.text()
+
+
+def test_dock_status_is_fresh_after_backend_change(dock, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SLIMDIFFSR_PYTHON", str(tmp_path / "nowhere" / "python"))
+    dock.refresh_models()
+    assert wait_until(lambda: dock.describe_task is None, 60)
+    assert "does not exist" in dock.status_label.text()
+    monkeypatch.undo()  # what saving a good backend in the settings dialog amounts to
+    dock.refresh_models()
+    assert wait_until(lambda: dock.describe_task is None, 120)
+    status = dock.status_label.text()
+    assert "does not exist" not in status and "model(s)" in status
+    assert dock.model_combo.count() == len(dock.models) >= 3
+
+
+def test_dock_compare_preview_with_bicubic(dock, model_name, qgis_iface, tmp_path) -> None:
+    """After a preview, the compare box flips between the model's and a bicubic preview."""
+    y, x = np.mgrid[0:40, 0:40]
+    data = np.stack([(x * 7) % 256, (y * 5) % 256, ((x * y) % 256)]).astype(np.uint8)
+    src = write_raster(tmp_path / "cmp.tif", data)
+    layer = add_layer(src, "cmp")
+    dock.layer_combo.setLayer(layer)
+    choose_model(dock, model_name if model_name != "bicubic-x4" else "bicubic-x8")
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(layer.crs())
+    e = layer.extent()
+    canvas.setExtent(QgsRectangle(e.xMinimum(), e.yMinimum(), e.center().x(), e.center().y()))
+    ok, result = run_and_wait(dock, preview=True)
+    assert ok, dock.log_view.toPlainText()
+    assert wait_until(lambda: not dock.is_running() and dock.compare_check.isEnabled(), 180)
+    model_id, bicubic_id = dock.compare_layers
+    project = QgsProject.instance()
+    bicubic = project.mapLayer(bicubic_id)
+    assert bicubic is not None and "bicubic" in bicubic.name() and "preview" in bicubic.name()
+    assert bicubic.extent() == project.mapLayer(model_id).extent()  # the same view
+    root = project.layerTreeRoot()
+    dock.compare_check.setChecked(True)
+    assert root.findLayer(bicubic_id).isVisible() and not root.findLayer(model_id).isVisible()
+    dock.compare_check.setChecked(False)
+    assert root.findLayer(model_id).isVisible() and not root.findLayer(bicubic_id).isVisible()
