@@ -136,20 +136,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--tile",
         type=int,
-        default=128,
-        help="tile size in input pixels; tile x scale must be a multiple of 16 (default: %(default)s)",
+        help="tile size in input pixels; tile x scale must be a multiple of 16 (default: the largest that fits the device's memory; a small raster is one tile)",
     )
     g.add_argument(
         "--overlap",
         type=int,
-        default=32,
-        help="overlap of neighbouring tiles in input pixels (default: %(default)s)",
+        help="overlap of neighbouring tiles in input pixels (default: 16 with automatic tiles, 32 with --tile)",
     )
     g.add_argument(
         "--halo", type=int, help="extra context around each tile (default and minimum: the model's)"
     )
     g.add_argument(
-        "--batch-size", type=int, default=4, help="tiles per model call (default: %(default)s)"
+        "--batch-size", type=int, help="tiles per model call (default: 1 on a CPU, 4 on a GPU)"
+    )
+    g.add_argument(
+        "--runtime",
+        default="auto",
+        choices=("auto", "torch", "onnx"),
+        help="onnx: ONNX Runtime (faster on CPUs; the light backend has only this); torch: eager "
+        "PyTorch; auto: ONNX Runtime where installed and the model has an .onnx twin (default)",
     )
     g.add_argument(
         "--device",
@@ -163,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("fp32", "fp16", "bf16"),
         help="fp16/bf16 autocast on GPUs (default: %(default)s)",
     )
-    g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("--threads", type=int, help="CPU threads (default: the cores available)")
     g.add_argument(
         "--memory-mb",
         type=int,
@@ -297,8 +302,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
       slimdiffsr upscale 'tiles/*.tif' out_folder/ --device cuda --precision fp16 --cog
     """
     from slimdiffsr.engine.run import Upscaler
+    from slimdiffsr.engine.runtime import installed
 
-    if args.threads:
+    if args.threads and installed("torch"):
         import torch
 
         torch.set_num_threads(args.threads)
@@ -318,6 +324,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         scale=args.scale,
         device=args.device,
         precision=args.precision,
+        runtime=args.runtime,
+        threads=args.threads,
         tile=args.tile,
         overlap=args.overlap,
         halo=args.halo,

@@ -77,10 +77,15 @@ OPTIONAL_UPSCALE_PARAMS = (
     "consistency",
     "compress",
     "detail",
+    "runtime",
+    "threads",
+    "tile_memory_mb",
 )
 REQUIRED_UPSCALE_PARAMS = ("input", "output")
 DEVICES = ("auto", "cuda", "cpu", "mps")
 PRECISIONS = ("fp32", "fp16", "bf16")
+RUNTIMES = ("auto", "torch", "onnx")  # auto: ONNX Runtime where installed; info lists those here
+AUTO_TILE = 0  # tile/overlap 0: sized by the engine from the device's memory (see engine.tiling)
 OUT_DTYPES = ("same", "uint8", "uint16", "int16", "float32")
 COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
 SCALES = (2, 3, 4, 8)
@@ -315,8 +320,8 @@ UPSCALE_PARAM_CHECKS: dict[str, Any] = {
     "output": _text,
     "model": _text,
     "bands": _bands,
-    "tile": _int_in(8, 16384),
-    "overlap": _int_in(0, 16384),
+    "tile": _int_in(0, 16384),  # 0 = AUTO_TILE
+    "overlap": _int_in(0, 16384),  # 0 = automatic
     "device": _one_of(DEVICES),
     "precision": _one_of(PRECISIONS),
     "roi_bounds": _bounds,
@@ -334,6 +339,9 @@ UPSCALE_PARAM_CHECKS: dict[str, Any] = {
     "consistency": _boolean,
     "compress": _one_of(COMPRESSIONS),
     "detail": _detail,
+    "runtime": _one_of(RUNTIMES),
+    "threads": _int_in(1, 4096),
+    "tile_memory_mb": _int_in(16, 1 << 24),
 }
 
 

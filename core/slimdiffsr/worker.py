@@ -64,6 +64,18 @@ class Worker:
         self.queued: set[Any] = set()  # ids of requests read but not finished
         self.running: Any = _IDLE
         self.lock = threading.Lock()
+        self.engine: tuple[str, Any] | None = None  # (settings key, Upscaler) kept between jobs
+
+    def _engine(self, model: str, settings: dict[str, Any]) -> Any:
+        """The loaded engine for these settings, kept between requests: a second job with the
+        same model and device pays no model loading (one engine is kept; others replace it)."""
+        from slimdiffsr.engine.run import Upscaler
+
+        key = json.dumps([model, sorted(settings.items())], default=str)
+        if self.engine is None or self.engine[0] != key:
+            self.engine = None  # free the old model before loading the next
+            self.engine = (key, Upscaler(model, **settings))
+        return self.engine[1]
 
     # -- reader thread -----------------------------------------------------------------------
     def lines(self) -> Iterator[bytes]:
@@ -177,9 +189,29 @@ class Worker:
 
     # -- requests ----------------------------------------------------------------------------
     def info(self, msg: dict[str, Any]) -> dict[str, Any]:
+        from slimdiffsr.engine.runtime import available_runtimes, onnx_providers
+
+        runtimes = available_runtimes()
+        devices = []
+        if "torch" not in runtimes:  # the light backend: ONNX Runtime only
+            providers = onnx_providers()
+            if "CUDAExecutionProvider" in providers:
+                devices.append({"name": "CUDA (ONNX Runtime)", "kind": "cuda", "memory_gb": None})
+            devices.append({"name": _cpu_name(), "kind": "cpu", "memory_gb": _ram_gb()})
+            return {
+                "type": P.INFO,
+                "id": msg.get("id"),
+                "torch": None,
+                "cuda": "CUDAExecutionProvider" in providers,
+                "devices": devices,
+                "runtimes": runtimes,
+                "onnx_providers": providers,
+                "python": platform.python_version(),
+                "executable": sys.executable,
+                "version": __version__,
+            }
         import torch
 
-        devices = []
         if torch.cuda.is_available():
             for i in range(torch.cuda.device_count()):
                 props = torch.cuda.get_device_properties(i)
@@ -196,6 +228,8 @@ class Worker:
             "torch": torch.__version__,
             "cuda": bool(torch.cuda.is_available()),
             "devices": devices,
+            "runtimes": runtimes,
+            "onnx_providers": onnx_providers(),
             "python": platform.python_version(),
             "executable": sys.executable,
             "version": __version__,
@@ -213,7 +247,9 @@ class Worker:
     def upscale(self, msg: dict[str, Any]) -> dict[str, Any]:
         rid = msg.get("id")
         p = P.validate_upscale_params(msg.get("params"))
-        from slimdiffsr.engine.run import upscale
+        import inspect
+
+        from slimdiffsr.engine.run import Upscaler
 
         def progress(done: int, total: int, message: str) -> None:
             self.out.send(P.progress(rid, done, total, message))
@@ -222,18 +258,17 @@ class Worker:
         for k in ("roi_window",):
             if k in kwargs:
                 kwargs[k] = tuple(kwargs[k])
+        engine_keys = set(inspect.signature(Upscaler.__init__).parameters) - {"self", "model"}
+        settings = {k: p[k] for k in ("tile", "overlap", "device", "precision")}
+        settings.update({k: kwargs.pop(k) for k in list(kwargs) if k in engine_keys})
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                result = upscale(
+                up = self._engine(str(p["model"]), settings)
+                result = up.run(
                     p["input"],
                     p["output"],
-                    model=p["model"],
                     bands=p["bands"],
-                    tile=p["tile"],
-                    overlap=p["overlap"],
-                    device=p["device"],
-                    precision=p["precision"],
                     roi_bounds=tuple(p["roi_bounds"]) if p["roi_bounds"] else None,
                     qa=bool(p["qa"]),
                     overwrite=bool(p["overwrite"]),

@@ -181,7 +181,7 @@ class Upscaler:
         self.halo = max(int(self.runner.halo), int(halo or 0))
         self.margin = int(margin)
         self.tile = int(tile) if tile else None
-        self.overlap = int(overlap) if overlap is not None else None
+        self.overlap = int(overlap) if overlap else None  # 0 is never valid: automatic
         if self.tile is not None:
             self.overlap = DEFAULT_OVERLAP if self.overlap is None else self.overlap
             check_tiling(self.tile, self.overlap, self.scale, self.margin)
