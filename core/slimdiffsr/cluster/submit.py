@@ -202,7 +202,8 @@ class _Tracker:
         if show:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=0, unit="tile", desc="tiles", dynamic_ncols=True, leave=True)
+            # disable=None: shown on a terminal only, as the single-process bar
+            self.bar = tqdm(total=0, unit="tile", desc="tiles", disable=None, leave=True)
             self._postfix()
 
     def _postfix(self) -> None:
@@ -421,8 +422,8 @@ def run_cli(args: Any, inputs: Sequence[Path], output: Path) -> int:
     when any file failed."""
     import sys
 
-    if output.exists() and not output.is_dir():
-        raise InputError(f"--cluster writes into a folder, but {output} is a file")
+    if (output.exists() and not output.is_dir()) or output.suffix.lower() in (".tif", ".tiff"):
+        raise InputError(f"--cluster writes into a folder, but {output} is a file name")
     kwargs: dict[str, Any] = {
         "scale": args.scale,
         "device": args.device,
