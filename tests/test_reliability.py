@@ -18,13 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 import torch
+from affine import Affine
 from engine_util import texture, write_raster
 from safetensors.torch import save_file
 
 from slimdiffsr import cli, protocol
 from slimdiffsr.engine.manifest import Manifest
 from slimdiffsr.engine.raster_io import human_bytes
+from slimdiffsr.engine.run import upscale
 from slimdiffsr.errors import error_kind, one_line
 from slimdiffsr.models.card import CARD_KEY, ModelCard, ModelFileError, read_card
 from slimdiffsr.models.registry import ZOO_DIR, load_model
@@ -305,3 +308,81 @@ def test_allocator_failure_is_the_memory_kind():
 def test_disk_figures_use_sensible_units():
     assert human_bytes(7.6e6) == "7.6 MB" and human_bytes(512) == "512 bytes"
     assert human_bytes(3.2e9) == "3.2 GB" and human_bytes(150e3) == "150 kB"
+
+
+# -- data kept: value ranges, NaN/inf, GCPs, no georeferencing ----------------------------------
+def _values_case(tmp_path, kind):
+    t = texture(3, 48, 48, seed=73)
+    if kind == "float32 0-100":
+        return write_raster(tmp_path / "f.tif", (t * 100).astype(np.float32))
+    return write_raster(tmp_path / "i.tif", (t * 2000 - 1000).astype(np.int16))
+
+
+@pytest.mark.parametrize(
+    "model", ["bicubic", pytest.param("default", marks=pytest.mark.slow)], ids=str
+)
+@pytest.mark.parametrize("kind", ["float32 0-100", "int16 with negatives"])
+def test_float_and_signed_values_are_kept(kind, model, tmp_path):
+    src = _values_case(tmp_path, kind)
+    r = upscale(src, tmp_path / "o.tif", model=model, tile=32, overlap=16)
+    with rasterio.open(src) as a, rasterio.open(r.output) as b:
+        lr, sr = a.read().astype(np.float64), b.read().astype(np.float64)
+        assert b.dtypes[0] == a.dtypes[0]
+    lo, hi = lr.min(), lr.max()
+    span = hi - lo
+    assert sr.min() < lo + 0.05 * span and sr.max() > hi - 0.05 * span  # not clipped or squashed
+    # the SR averaged back to the input grid is the input, up to a few percent of the range
+    down = sr.reshape(3, 48, 4, 48, 4).mean(axis=(2, 4))
+    assert np.abs(down - lr).mean() < 0.03 * span
+    if kind.startswith("int16"):
+        assert (sr < -500).mean() > 0.05  # the negatives are still there
+
+
+def test_nan_and_inf_are_nodata_and_stay_nan(tmp_path):
+    data = (texture(3, 48, 48, seed=74) * 100).astype(np.float32)
+    data[:, 8:12, 20:24] = np.nan
+    data[1, 30, 30] = np.inf  # one band non-finite: the pixel is invalid
+    src = write_raster(tmp_path / "n.tif", data)
+    r = upscale(src, tmp_path / "o.tif", model="bicubic", tile=32, overlap=16)
+    with rasterio.open(r.output) as ds:
+        assert np.isnan(ds.nodata)
+        sr = ds.read()
+    invalid = ~np.isfinite(data).all(axis=0)
+    expected = np.repeat(np.repeat(invalid, 4, axis=0), 4, axis=1)
+    np.testing.assert_array_equal(np.isnan(sr).all(axis=0), expected)
+    assert np.isfinite(sr[:, ~expected]).all()  # no invented values where data was invalid ...
+    assert np.isnan(sr[:, expected]).all()  # ... and no finite values either
+
+
+def test_gcp_only_raster_keeps_its_gcps_scaled_with_a_warning(tmp_path):
+    from rasterio.control import GroundControlPoint
+
+    data = (texture(3, 48, 48, seed=75) * 255).astype(np.uint8)
+    gcps = [
+        GroundControlPoint(row=r, col=c, x=500000 + 10 * c, y=4500000 - 10 * r)
+        for r, c in ((0, 0), (0, 48), (48, 0), (48, 48), (20, 30))
+    ]
+    src = tmp_path / "g.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=48, height=48, count=3, dtype="uint8") as d:
+        d.write(data)
+        d.gcps = (gcps, rasterio.crs.CRS.from_epsg(32618))
+    with pytest.warns(UserWarning, match="ground control points"):
+        r = upscale(src, tmp_path / "o.tif", model="bicubic", tile=32, overlap=16)
+    with rasterio.open(r.output) as ds:
+        points, crs = ds.gcps
+        assert crs.to_epsg() == 32618 and ds.crs is None
+        got = sorted((g.row, g.col, g.x, g.y) for g in points)
+        assert got == sorted((4 * g.row, 4 * g.col, g.x, g.y) for g in gcps)
+
+
+def test_ungeoreferenced_input_gives_ungeoreferenced_output_with_a_warning(tmp_path):
+    data = (texture(3, 48, 48, seed=76) * 255).astype(np.uint8)
+    src = tmp_path / "photo.png"
+    with rasterio.open(src, "w", driver="PNG", width=48, height=48, count=3, dtype="uint8") as d:
+        d.write(data)
+    with pytest.warns(UserWarning, match="no georeferencing"):
+        r = upscale(src, tmp_path / "o.tif", model="bicubic", tile=32, overlap=16)
+    with rasterio.open(r.output) as ds:
+        assert ds.crs is None and not ds.gcps[0]
+        assert ds.transform == Affine.identity()  # GDAL's "none", not a scaled invention
+        assert "TIFFTAG_XRESOLUTION" not in ds.tags() and ds.shape == (192, 192)

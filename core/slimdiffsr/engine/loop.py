@@ -392,6 +392,7 @@ class Job:
                         )
                         dst.update_tags(**plan.tags)
                         rio_io.apply_band_meta(dst, plan.meta, plan.alpha)
+                        rio_io.write_gcps(dst, src, plan.region, self.up.scale)
                         for i, band_tags in enumerate(plan.band_tags):
                             dst.update_tags(i + 1, **band_tags)
                     if self.qa_partial is not None:
@@ -410,6 +411,7 @@ class Job:
                             qa_dst.update_tags(
                                 SLIMDIFFSR_QA="|down(SR) - LR| per band, input units"
                             )
+                            rio_io.write_gcps(qa_dst, src, plan.region, 1)
                 except RasterioIOError as e:
                     raise DiskSpaceError(f"cannot write {self.partial}: {e}") from e
                 if resuming:

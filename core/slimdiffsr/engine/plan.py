@@ -298,6 +298,8 @@ def make_plan(src: Any, inp: Path, out: Path | None, up: Any, o: RunOptions) -> 
     max_cols = max(block, up.memory_mb * 2**20 // (C * 4 * strip_rows))
     chunks = column_chunks(grid, max_cols, block)
     nodata = src.nodata if mask_kind == "nodata" else None
+    if nodata is None and mask_kind == "none" and in_dtype[0] == "f" and out_dtype[0] == "f":
+        nodata = float("nan")  # NaN/inf pixels are invalid on read: they stay NaN, declared
     alpha = mask_kind == "alpha"
     meta = rio_io.BandMeta.of(src, bands)
     methods = ["bicubic" if i in interp_pos else "super-resolved" for i in range(C)]

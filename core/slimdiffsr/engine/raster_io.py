@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,15 +235,26 @@ def output_profile(
     photometric: str | None = None,
     alpha: bool = False,
 ) -> dict[str, Any]:
-    """The SR GeoTIFF's profile: the region's georeferencing at ``scale`` times the resolution."""
-    transform = window_transform(src, region) @ Affine.scale(1.0 / scale)
+    """The SR GeoTIFF's profile: the region's georeferencing at ``scale`` times the resolution.
+
+    A raster without a geotransform gets none (never an invented one): its GCPs, if any, are
+    carried scaled by :func:`write_gcps`, and a warning says so.
+    """
+    kind = georef_kind(src)
+    transform: Affine | None = window_transform(src, region) @ Affine.scale(1.0 / scale)
+    crs = src.crs
+    if kind != "transform":
+        transform, crs = None, None
+        warnings.warn(
+            _GEOREF_WARNINGS[kind].format(name=Path(src.name).name), UserWarning, stacklevel=3
+        )
     profile: dict[str, Any] = {
         "driver": "GTiff",
         "width": region.width * scale,
         "height": region.height * scale,
         "count": count,
         "dtype": dtype,
-        "crs": src.crs,
+        "crs": crs,
         "transform": transform,
         "nodata": nodata,
         "tiled": True,
@@ -261,14 +273,15 @@ def output_profile(
 
 def qa_profile(src: Any, *, region: Window, count: int, block: int) -> dict[str, Any]:
     """The consistency layer: float32 on the input's grid over the same region, NaN = no data."""
+    georef = georef_kind(src) == "transform"
     return {
         "driver": "GTiff",
         "width": region.width,
         "height": region.height,
         "count": count,
         "dtype": "float32",
-        "crs": src.crs,
-        "transform": window_transform(src, region),
+        "crs": src.crs if georef else None,
+        "transform": window_transform(src, region) if georef else None,
         "nodata": float("nan"),
         "tiled": True,
         "blockxsize": block,
@@ -276,6 +289,44 @@ def qa_profile(src: Any, *, region: Window, count: int, block: int) -> dict[str,
         "BIGTIFF": "IF_SAFER",
         **_compression("float32", "deflate"),
     }
+
+
+_GEOREF_WARNINGS = {
+    "gcps": "{name} is georeferenced by ground control points only: the output carries them "
+    "scaled to its pixels (not warped); warp the input first (gdalwarp) for a map-aligned grid",
+    "none": "{name} has no georeferencing (no geotransform, no GCPs): the output has none either",
+}
+
+
+def georef_kind(src: Any) -> str:
+    """``transform`` (a geotransform), ``gcps`` (ground control points only) or ``none``."""
+    if src.transform != Affine.identity() or (src.crs is not None and not src.gcps[0]):
+        return "transform"
+    return "gcps" if src.gcps[0] else "none"
+
+
+def write_gcps(dst: Any, src: Any, region: Window, scale: int) -> None:
+    """Carry a GCP-only input's control points to ``dst``, in its pixels (region, scale)."""
+    if georef_kind(src) != "gcps":
+        return
+    from rasterio.control import GroundControlPoint
+
+    points, crs = src.gcps
+    dst.gcps = (
+        [
+            GroundControlPoint(
+                row=(g.row - region.row_off) * scale,
+                col=(g.col - region.col_off) * scale,
+                x=g.x,
+                y=g.y,
+                z=g.z,
+                id=g.id,
+                info=g.info,
+            )
+            for g in points
+        ],
+        crs,
+    )
 
 
 def photometric_for(meta: BandMeta, dtype: str) -> str | None:
