@@ -209,6 +209,7 @@ class SlimDiffSRDock(QgsDockWidget):
 
         self.plan_label = QLabel(body)
         self.plan_label.setWordWrap(True)
+        self.plan_label.setTextFormat(Qt.RichText)
         self.plan_label.setObjectName("SlimDiffSRPlan")
         lay.addWidget(self.plan_label)
 
@@ -240,6 +241,7 @@ class SlimDiffSRDock(QgsDockWidget):
         lay.addWidget(self.progress)
         self.status_label = QLabel(body)
         self.status_label.setWordWrap(True)
+        self.status_label.setTextFormat(Qt.RichText)
         self.status_label.setObjectName("SlimDiffSRStatus")
         lay.addWidget(self.status_label)
         self.log_view = QPlainTextEdit(body)
@@ -419,8 +421,10 @@ class SlimDiffSRDock(QgsDockWidget):
 
     def update_plan(self) -> None:
         """Ask the backend (preflight) what a run of the current settings would do."""
+        if self.task is not None:  # the running job's plan stays on show
+            return
         layer = self.layer_combo.currentLayer()
-        if layer is None or self.task is not None:
+        if layer is None:
             self.plan_label.setText("")
             return
         if self.plan_task is not None:
@@ -462,14 +466,14 @@ class SlimDiffSRDock(QgsDockWidget):
         if problem:
             text = problem
             self.plan_label.setText(
-                f'<span style="color:{ERROR_COLOR}">{html.escape(problem)}</span>'
+                f'<span style="color:{ERROR_COLOR}">{html.escape(problem, quote=False)}</span>'
             )
         elif answer is None:
             text = ""
             self.plan_label.setText("")
         else:
             text = plan_sentence(answer, settings.tiles_per_second())
-            self.plan_label.setText(html.escape(text))
+            self.plan_label.setText(html.escape(text, quote=False))
         self.planned.emit(text)
 
     # -- running -------------------------------------------------------------------------------
@@ -670,7 +674,7 @@ class SlimDiffSRDock(QgsDockWidget):
         self._last_logged = text.strip()
         if level == "error":
             self.log_view.appendHtml(
-                f'<span style="color:{ERROR_COLOR}">{html.escape(text)}</span>'
+                f'<span style="color:{ERROR_COLOR}">{html.escape(text, quote=False)}</span>'
             )
         else:
             self.log_view.appendPlainText(text)
@@ -681,10 +685,10 @@ class SlimDiffSRDock(QgsDockWidget):
         """The one-line state under the progress bar (replaced, never accumulated)."""
         if error:
             self.status_label.setText(
-                f'<span style="color:{ERROR_COLOR}">{html.escape(text)}</span>'
+                f'<span style="color:{ERROR_COLOR}">{html.escape(text, quote=False)}</span>'
             )
         else:
-            self.status_label.setText(html.escape(text))
+            self.status_label.setText(html.escape(text, quote=False))
 
     def _show_backend_dialog(self) -> None:
         from .check_dialog import BackendDialog
@@ -706,6 +710,11 @@ class SlimDiffSRDock(QgsDockWidget):
             self.task.cancel()
 
 
+def plugin_words(sentence: str) -> str:
+    """The backend speaks CLI; in QGIS the same choice is the Value mapping option."""
+    return sentence.replace("override with --value-contract", tr("see Value mapping"))
+
+
 def plan_sentence(answer: dict[str, Any], tiles_per_s: float) -> str:
     """One line from the preflight: model, bands in and out, value mapping, tiles, time."""
     plan = answer.get("plan") or {}
@@ -722,7 +731,7 @@ def plan_sentence(answer: dict[str, Any], tiles_per_s: float) -> str:
         parts.append(text)
     sentence = str(answer.get("sentence") or "").strip()
     if sentence:
-        parts.append(sentence.replace("override with --value-contract", tr("see Value mapping")))
+        parts.append(plugin_words(sentence))
     tiles = plan.get("tiles")
     if isinstance(tiles, int | float) and tiles > 0:
         text = tr("{} tile(s)").format(int(tiles))

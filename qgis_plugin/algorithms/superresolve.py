@@ -501,7 +501,11 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         except backend.BackendError:
             plan = None  # the run itself reports the problem, with the full message
         if plan and plan.get("sentence"):
-            feedback.pushInfo(str(plan["sentence"]))
+            feedback.pushInfo(
+                str(plan["sentence"]).replace(
+                    "override with --value-contract", tr("see Value mapping")
+                )
+            )
             for w in (plan.get("plan") or {}).get("warnings") or []:
                 feedback.pushWarning(str(w))
         progress = TileProgress(feedback)
