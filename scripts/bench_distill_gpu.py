@@ -52,16 +52,9 @@ def synthetic_data(folder: Path, n: int = 16, size: int = 512) -> Path:
 
 
 def make_teacher(folder: Path, size: str) -> Path:
-    import torch
+    from slimdiffsr.testing import make_teacher_folder
 
-    from slimdiffsr.models.teacher import make_sd_folder
-    from slimdiffsr.models.uncertainty import UncertaintyEstimator
-
-    make_sd_folder(folder, size, seed=0)
-    torch.manual_seed(1)
-    UncertaintyEstimator().save_pretrained(folder / "estimator")
-    (folder / "teacher_config.json").write_text(json.dumps({"scale": 4}))
-    return folder
+    return make_teacher_folder(folder, size)
 
 
 def main() -> int:

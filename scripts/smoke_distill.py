@@ -25,18 +25,9 @@ WEIGHTS = ROOT.parent / "shared" / "weights"
 
 def make_tiny_teacher(folder: Path) -> Path:
     """A random SD-shaped teacher folder (unet/vae/scheduler, estimator, teacher_config.json)."""
-    import torch
+    from slimdiffsr.testing import make_teacher_folder
 
-    from slimdiffsr.models.teacher import make_sd_folder
-    from slimdiffsr.models.uncertainty import UncertaintyEstimator
-
-    make_sd_folder(folder, "tiny", seed=0)
-    torch.manual_seed(1)
-    UncertaintyEstimator(hidden_channels=16, num_blocks=1).save_pretrained(folder / "estimator")
-    (folder / "teacher_config.json").write_text(
-        json.dumps({"scale": 4, "predictor_hidden": 8, "predictor_blocks": 1})
-    )
-    return folder
+    return make_teacher_folder(folder, "tiny")
 
 
 def smoke(

@@ -22,14 +22,9 @@ from slimdiffsr.models.discriminator import (
     diff_augment,
     load_dino_weights,
 )
-from slimdiffsr.models.teacher import (
-    PROMPT_FILE,
-    SlimDiffSRTeacher,
-    TeacherConfig,
-    build_tiny_teacher,
-    make_sd_folder,
-)
+from slimdiffsr.models.teacher import PROMPT_FILE, SlimDiffSRTeacher, TeacherConfig
 from slimdiffsr.models.timestep import per_image_sigma, sigma_to_timestep
+from slimdiffsr.testing import build_tiny_teacher, make_sd_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -147,7 +142,7 @@ def test_adaptive_needs_estimator_and_config_is_checked(tiny_dir) -> None:
 def test_non_sd_unet_is_refused() -> None:
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from slimdiffsr.models.teacher import TINY_UNET, TINY_VAE
+    from slimdiffsr.testing import TINY_UNET, TINY_VAE
 
     cfg = {**TINY_UNET, "down_block_types": ("DownBlock2D",) * 4}
     with pytest.raises(ValueError, match="not SD-shaped"):

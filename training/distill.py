@@ -15,47 +15,29 @@ state + the student model file), ``samples/step-*.png``, ``logs/`` (TensorBoard)
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-from pathlib import Path
 
 from slimdiffsr.errors import SlimDiffSRError
-from slimdiffsr.training.config import DistillConfig, load_config
+from slimdiffsr.training.args import build_parser, config_from_args
+from slimdiffsr.training.config import DistillConfig
 
 
 def parse_args(argv: list[str] | None = None) -> DistillConfig:
     """Command line -> validated config (flags override the file; ``key=value`` override both)."""
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--config", type=Path, default=None, help="YAML config file")
+    p = build_parser(DistillConfig, __doc__)
     p.add_argument(
         "--teacher", default=None, help="teacher folder (omit: reconstruction-only training)"
     )
-    p.add_argument("--output_dir", default=None)
-    p.add_argument("--resume", "--resume_from_checkpoint", dest="resume", default=None,
-                   help='"latest" or a checkpoint folder')  # fmt: skip
-    p.add_argument("--max_train_steps", type=int, default=None)
-    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
     p.add_argument(
         "--no-dis", dest="no_dis", action="store_true", help="ablation: no feature distillation"
     )
     p.add_argument(
         "--no-mmd", dest="no_mmd", action="store_true", help="ablation: feature MSE only"
     )
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    args = p.parse_args(argv)
-    flags = {
-        "teacher": args.teacher,
-        "output_dir": args.output_dir,
-        "resume_from_checkpoint": args.resume,
-        "max_train_steps": args.max_train_steps,
-        "mixed_precision": args.mixed_precision,
-    }
-    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None]
-    overrides += [f"{k}=true" for k in ("no_dis", "no_mmd") if getattr(args, k)]
-    return load_config(args.config, overrides + list(args.overrides))
+    args = p.parse_intermixed_args(argv)  # key=value may follow any flag
+    extra = {"teacher": args.teacher, "no_dis": args.no_dis or None, "no_mmd": args.no_mmd or None}
+    return config_from_args(DistillConfig, args, extra)
 
 
 def main(cfg: DistillConfig) -> int:

@@ -18,7 +18,7 @@ merged, which loads back here and which the student builder can start from.
 from __future__ import annotations
 
 import json
-import types
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -33,12 +33,23 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from slimdiffsr.models.bicubic import bicubic_upsample
+from slimdiffsr.models.sd_folder import (
+    ESTIMATOR_DIR,
+    PROMPT_FILE,
+    TRAINED_CONFIG,
+    TRAINED_WEIGHTS,
+    check_sd_shape,
+    load_alphas_cumprod,
+    load_prompt_embeds,
+    require,
+    require_weights,
+    save_scheduler,
+)
 from slimdiffsr.models.timestep import (
     NoiseLevelPredictor,
     alpha_bar_from_sigma,
     log_sigma_bounds,
     per_image_sigma,
-    scaled_linear_alphas_cumprod,
     sigma_to_timestep,
     sigmas_from_alphas_cumprod,
     timestep_to_sigma,
@@ -52,11 +63,6 @@ UNET_LORA_TARGETS: tuple[str, ...] = (
 VAE_LORA_REGEX = (
     r"^decoder\..*(conv1|conv2|conv_in|conv_shortcut|conv|conv_out|to_k|to_q|to_v|to_out\.0)$"
 )
-SD_DOWN_BLOCKS = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
-SD_UP_BLOCKS = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
-PROMPT_FILE = "empty_prompt_embeds.safetensors"
-TRAINED_CONFIG = "teacher_config.json"
-TRAINED_WEIGHTS = "teacher_trainable.safetensors"
 FEATURE_NAMES = ("d0", "d1", "up1", "up2", "up3")
 
 
@@ -144,92 +150,40 @@ class TeacherOutput:
 # ------------------------------------------------------------------------------------------------
 
 
-def _require(path: Path, what: str) -> Path:
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{what} not found: {path} (the teacher needs a local SD-2.x diffusers folder with "
-            f"unet/, vae/, scheduler/ and {PROMPT_FILE}; nothing is downloaded)"
-        )
-    return path
-
-
-def _require_weights(folder: Path, sub: str) -> None:
-    _require(folder / sub / "config.json", f"{sub} config")
-    if not any((folder / sub).glob("diffusion_pytorch_model*")):
-        raise FileNotFoundError(
-            f"{sub} weights not found: {folder / sub / 'diffusion_pytorch_model.safetensors'}"
-        )
-
-
-def load_alphas_cumprod(folder: str | Path) -> torch.Tensor:
-    """``alphas_cumprod`` (float64) from ``scheduler/scheduler_config.json``; epsilon prediction only."""
-    path = _require(Path(folder) / "scheduler" / "scheduler_config.json", "scheduler config")
-    cfg = json.loads(path.read_text())
-    pred = cfg.get("prediction_type", "epsilon")
-    if pred != "epsilon":
-        raise ValueError(f"{path}: prediction_type {pred!r} is not supported (need 'epsilon')")
-    kind = cfg.get("beta_schedule", "linear")
-    n = int(cfg.get("num_train_timesteps", 1000))
-    b0, b1 = float(cfg.get("beta_start", 0.0001)), float(cfg.get("beta_end", 0.02))
-    if kind == "scaled_linear":
-        return scaled_linear_alphas_cumprod(n, b0, b1)
-    if kind == "linear":
-        return torch.cumprod(1 - torch.linspace(b0, b1, n, dtype=torch.float64), 0)
-    raise ValueError(f"{path}: beta_schedule {kind!r} is not supported")
-
-
-def load_prompt_embeds(folder: str | Path) -> torch.Tensor:
-    """The fixed empty-prompt embedding ``(1, 77, D)`` from ``FOLDER/empty_prompt_embeds.safetensors``."""
-    path = Path(folder) / PROMPT_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: encode the empty prompt once with the folder's text encoder "
-            f"(training/train_teacher.py does this when text_encoder/ and tokenizer/ exist) or pass "
-            f"prompt_embeds= explicitly"
-        )
-    return load_file(str(path))["prompt_embeds"]
-
-
-def check_sd_shape(unet: UNet2DConditionModel) -> None:
-    """The feature table and LoRA targets assume SD-2.x's block layout; refuse anything else."""
-    cfg = unet.config
-    if tuple(cfg.down_block_types) != SD_DOWN_BLOCKS or tuple(cfg.up_block_types) != SD_UP_BLOCKS:
-        raise ValueError(
-            f"UNet is not SD-shaped: down {tuple(cfg.down_block_types)}, up "
-            f"{tuple(cfg.up_block_types)}; expected {SD_DOWN_BLOCKS} and {SD_UP_BLOCKS}"
-        )
-    if cfg.in_channels != 4 or cfg.out_channels != 4:
-        raise ValueError(
-            f"UNet must have 4 in/out channels, got {cfg.in_channels}/{cfg.out_channels}"
-        )
-
-
 # ------------------------------------------------------------------------------------------------
 # Spatial timestep: ResNets that accept a (B, C, h, w) time embedding
 # ------------------------------------------------------------------------------------------------
 
 
-def _spatial_resnet_forward(self: ResnetBlock2D, input_tensor: torch.Tensor, temb, *args, **kw):
-    """ResnetBlock2D.forward, but a 4-D ``temb`` is pooled to the block's size, SiLU'd and
-    projected per pixel by ``time_emb_proj`` (a 1x1 conv); 2-D ``temb`` takes the stock path."""
-    if temb is None or temb.ndim != 4:
-        return ResnetBlock2D.forward(self, input_tensor, temb, *args, **kw)
-    h = self.conv1(self.nonlinearity(self.norm1(input_tensor)))
-    t = F.adaptive_avg_pool2d(temb, h.shape[-2:])
-    t = self.time_emb_proj(self.nonlinearity(t).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-    h = self.conv2(self.dropout(self.nonlinearity(self.norm2(h + t))))
-    x = self.conv_shortcut(input_tensor) if self.conv_shortcut is not None else input_tensor
-    return (x + h) / self.output_scale_factor
+def _enable_spatial_time(
+    unet: UNet2DConditionModel, spatial_emb: Callable[[], torch.Tensor | None]
+):
+    """Per-pixel timesteps through forward hooks, without replacing diffusers' forward: while
+    ``spatial_emb()`` returns a (B, D, h, w) embedding, the UNet's time embedding is zero, so each
+    ResNet adds ``time_emb_proj(0)``; a pre-hook on its ``norm2`` (whose input is ``h + temb``)
+    adds ``time_emb_proj(SiLU(pool(emb))) - time_emb_proj(0)`` per pixel instead."""
 
+    def hook(block: ResnetBlock2D):
+        def pre_norm2(_module, args):
+            emb = spatial_emb()
+            if emb is None:
+                return None
+            h = args[0]
+            t = F.adaptive_avg_pool2d(emb, h.shape[-2:]).to(h.dtype)
+            proj = block.time_emb_proj
+            per_pixel = proj(block.nonlinearity(t).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            stock = proj(t.new_zeros(1, t.shape[1]))[:, :, None, None]
+            return (h + per_pixel - stock, *args[1:])
 
-def _enable_spatial_time(unet: UNet2DConditionModel) -> None:
+        return pre_norm2
+
     for name, m in unet.named_modules():
         if isinstance(m, ResnetBlock2D):
             if m.upsample is not None or m.downsample is not None or m.skip_time_act:
                 raise ValueError(f"{name}: spatial timesteps need plain SD ResNets")
             if m.time_embedding_norm != "default" or m.time_emb_proj is None:
                 raise ValueError(f"{name}: spatial timesteps need additive time embeddings")
-            m.forward = types.MethodType(_spatial_resnet_forward, m)
+            m.norm2.register_forward_pre_hook(hook(m))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -327,7 +281,7 @@ class SlimDiffSRTeacher(nn.Module):
         self._spatial_emb: torch.Tensor | None = None
         self._register_hooks()
         if cfg.spatial_timestep:
-            _enable_spatial_time(self.unet)
+            _enable_spatial_time(self.unet, lambda: self._spatial_emb)
 
     def _add_lora(self, cfg: TeacherConfig) -> None:
         """peft LoRA: UNet (rank 32, section 4.1 targets), VAE decoder (rank 16, regex)."""
@@ -365,9 +319,9 @@ class SlimDiffSRTeacher(nn.Module):
         diffusers folder (no download); ``estimator`` is a module or a ``save_pretrained`` folder.
         ``torch_dtype`` casts the frozen base weights only (LoRA and P stay float32)."""
         folder = Path(folder)
-        _require(folder, "model folder")
-        _require_weights(folder, "unet")
-        _require_weights(folder, "vae")
+        require(folder, "model folder")
+        require_weights(folder, "unet")
+        require_weights(folder, "vae")
         alphas_cumprod = load_alphas_cumprod(folder)
         if prompt_embeds is None:
             prompt_embeds = load_prompt_embeds(folder)
@@ -377,7 +331,7 @@ class SlimDiffSRTeacher(nn.Module):
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw)
         vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw)
         if isinstance(estimator, (str, Path)):
-            _require(Path(estimator) / "config.json", "uncertainty estimator")
+            require(Path(estimator) / "config.json", "uncertainty estimator")
             estimator = UncertaintyEstimator.from_pretrained(estimator, local_files_only=True)
         return cls(unet, vae, prompt_embeds, alphas_cumprod, config, estimator)
 
@@ -395,8 +349,8 @@ class SlimDiffSRTeacher(nn.Module):
         down[1].downsamplers[0].register_forward_pre_hook(keep("d1", pre=True))
         for i in (1, 2, 3):
             up[i].register_forward_hook(keep(f"up{i}"))
-        self.unet.time_embedding.register_forward_hook(
-            lambda m, a, out: self._spatial_emb if self._spatial_emb is not None else out
+        self.unet.time_embedding.register_forward_hook(  # zero while per-pixel t is on
+            lambda m, a, out: out.new_zeros(out.shape) if self._spatial_emb is not None else None
         )
 
     # -- parameters -------------------------------------------------------------------------
@@ -525,7 +479,7 @@ class SlimDiffSRTeacher(nn.Module):
         state = {k: v.detach().cpu().contiguous() for k, v in self.trainable_state_dict().items()}
         save_file(state, str(out / TRAINED_WEIGHTS), metadata={"format": "slimdiffsr-teacher-1"})
         if self.estimator is not None:
-            self.estimator.save_pretrained(out / "estimator", safe_serialization=True)
+            self.estimator.save_pretrained(out / ESTIMATOR_DIR, safe_serialization=True)
         return out
 
     @classmethod
@@ -540,9 +494,9 @@ class SlimDiffSRTeacher(nn.Module):
         """
         d = Path(trained_directory)
         cfg = TeacherConfig.from_dict(
-            json.loads(_require(d / TRAINED_CONFIG, "teacher config").read_text())
+            json.loads(require(d / TRAINED_CONFIG, "teacher config").read_text())
         )
-        est = d / "estimator"
+        est = d / ESTIMATOR_DIR
         teacher = cls.from_pretrained(
             pretrained_folder if pretrained_folder is not None else d,
             cfg,
@@ -550,7 +504,7 @@ class SlimDiffSRTeacher(nn.Module):
             **kwargs,
         )
         teacher.load_trainable_state_dict(
-            load_file(str(_require(d / TRAINED_WEIGHTS, "teacher weights")))
+            load_file(str(require(d / TRAINED_WEIGHTS, "teacher weights")))
         )
         return teacher
 
@@ -586,111 +540,23 @@ class SlimDiffSRTeacher(nn.Module):
             }
         save_file(state, str(out / TRAINED_WEIGHTS), metadata={"format": "slimdiffsr-teacher-1"})
         if self.estimator is not None:
-            self.estimator.save_pretrained(out / "estimator", safe_serialization=True)
+            self.estimator.save_pretrained(out / ESTIMATOR_DIR, safe_serialization=True)
         return out
-
-
-def save_scheduler(folder: str | Path, sigmas: torch.Tensor | None = None) -> None:
-    """Write SD's ``scheduler/scheduler_config.json`` (scaled_linear, epsilon)."""
-    if sigmas is not None:
-        ref = sigmas_from_alphas_cumprod(scaled_linear_alphas_cumprod(sigmas.numel()))
-        if not torch.allclose(sigmas, ref, rtol=1e-6):
-            raise ValueError("only the scaled_linear schedule can be exported")
-    cfg = {
-        "_class_name": "DDPMScheduler",
-        "num_train_timesteps": 1000 if sigmas is None else int(sigmas.numel()),
-        "beta_start": 0.00085,
-        "beta_end": 0.012,
-        "beta_schedule": "scaled_linear",
-        "prediction_type": "epsilon",
-    }
-    path = Path(folder) / "scheduler"
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "scheduler_config.json").write_text(json.dumps(cfg, indent=2))
-
-
-# ------------------------------------------------------------------------------------------------
-# Random SD-shaped components (tests, benchmarks)
-# ------------------------------------------------------------------------------------------------
-
-SD2_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280), down_block_types=SD_DOWN_BLOCKS,
-    up_block_types=SD_UP_BLOCKS, attention_head_dim=(5, 10, 20, 20), cross_attention_dim=1024,
-    use_linear_projection=True, norm_num_groups=32, flip_sin_to_cos=True, freq_shift=0,
-)  # fmt: skip
-SD2_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
-    block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32, sample_size=512,
-    scaling_factor=0.18215,
-)  # fmt: skip
-TINY_UNET = {
-    **SD2_UNET, "sample_size": 8, "layers_per_block": 1, "block_out_channels": (32, 64, 64, 64),
-    "attention_head_dim": (2, 4, 4, 4), "cross_attention_dim": 32,
-}  # fmt: skip
-TINY_VAE = {
-    **SD2_VAE, "layers_per_block": 1, "block_out_channels": (8, 16, 16, 16), "norm_num_groups": 8,
-    "sample_size": 64,
-}  # fmt: skip
-
-
-def random_components(
-    size: str = "tiny", seed: int = 0
-) -> tuple[UNet2DConditionModel, AutoencoderKL, torch.Tensor, torch.Tensor]:
-    """Random SD-shaped (unet, vae, prompt_embeds, alphas_cumprod), ``tiny`` or full ``sd2`` widths."""
-    if size not in ("tiny", "sd2"):
-        raise ValueError(f"size must be 'tiny' or 'sd2', got {size!r}")
-    torch.manual_seed(seed)
-    unet_cfg, vae_cfg = (TINY_UNET, TINY_VAE) if size == "tiny" else (SD2_UNET, SD2_VAE)
-    unet, vae = UNet2DConditionModel(**unet_cfg), AutoencoderKL(**vae_cfg)
-    embeds = torch.randn(1, 77, unet_cfg["cross_attention_dim"])
-    return unet, vae, embeds, scaled_linear_alphas_cumprod()
-
-
-def make_sd_folder(folder: str | Path, size: str = "tiny", seed: int = 0) -> Path:
-    """Write a random SD-shaped diffusers folder through the real ``save_pretrained``: unet/,
-    vae/, scheduler/ and the empty-prompt embedding (see :func:`random_components`)."""
-    folder = Path(folder)
-    unet, vae, embeds, _ = random_components(size, seed)
-    unet.save_pretrained(folder / "unet", safe_serialization=True)
-    vae.save_pretrained(folder / "vae", safe_serialization=True)
-    save_scheduler(folder)
-    save_file({"prompt_embeds": embeds}, str(folder / PROMPT_FILE))
-    return folder
-
-
-def build_tiny_teacher(
-    tmp_dir: str | Path, scale: int = 4, seed: int = 0, **config: Any
-) -> SlimDiffSRTeacher:
-    """A tiny random teacher loaded from a tiny SD-shaped folder in ``tmp_dir`` (tests of other
-    modules). Extra keywords go to :class:`TeacherConfig`. Features have widths 32/64/64/64/32."""
-    folder = Path(tmp_dir) / "tiny-sd"
-    if not (folder / "unet" / "config.json").is_file():
-        make_sd_folder(folder, "tiny", seed)
-    torch.manual_seed(seed + 1)
-    cfg = TeacherConfig(**{"scale": scale, "predictor_hidden": 8, "predictor_blocks": 1, **config})
-    adaptive = cfg.timestep_mode == "adaptive"
-    estimator = UncertaintyEstimator(hidden_channels=16, num_blocks=1) if adaptive else None
-    return SlimDiffSRTeacher.from_pretrained(folder, cfg, estimator=estimator)
 
 
 __all__ = [
     "FEATURE_NAMES",
     "PROMPT_FILE",
-    "SD2_UNET",
-    "SD2_VAE",
+    "TRAINED_CONFIG",
+    "TRAINED_WEIGHTS",
     "UNET_LORA_TARGETS",
     "VAE_LORA_REGEX",
     "SlimDiffSRTeacher",
     "TeacherConfig",
     "TeacherOutput",
-    "build_tiny_teacher",
     "check_sd_shape",
     "load_alphas_cumprod",
     "load_prompt_embeds",
-    "make_sd_folder",
-    "random_components",
     "merged_state_dict",
     "save_scheduler",
 ]

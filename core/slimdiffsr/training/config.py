@@ -1,49 +1,154 @@
-"""The distillation run's configuration: one flat, typed dataclass, read from YAML plus overrides.
+"""Training configuration: flat, typed dataclasses read from YAML plus ``key=value`` overrides.
 
-Every key has a default from method.md (paper values, or ours where the paper is silent), so a
-config file lists only what differs. Unknown keys fail loudly with the closest known names:
-a typo such as ``learning_rate`` silently falling back to a default costs a whole training run.
-Relative paths are resolved against the working directory.
+One loader serves every stage (:class:`DistillConfig` here; the teacher stages' configs in
+``training.teacher`` and ``training.uncertainty``), all built on :class:`TrainConfig`, which holds
+what the stages share: data, optimiser, precision, checkpoints and logging. Every key has a default
+from method.md (paper values, or ours where the paper is silent), so a config file lists only what
+differs. Unknown keys fail loudly with the closest known names: a typo such as ``learning_rate``
+silently falling back to a default costs a whole training run. Relative paths are resolved
+against the working directory.
+
+YAML is read with YAML 1.2 booleans (only ``true``/``false``): ``mixed_precision: no`` is the
+string ``"no"``, never ``False``. A string key given a boolean (``mixed_precision: false``) reads
+it as ``"no"``/``"yes"``, and a boolean key accepts ``yes``/``no``/``on``/``off``. Dict-valued keys
+take dotted overrides: ``teacher_config.timestep_mode=fixed``.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
+import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
+from slimdiffsr.devices import MIXED_PRECISIONS
 from slimdiffsr.errors import InputError
+
+DEGRADATIONS = ("realesrgan", "rs", "rs16", "bicubic")
+_TRUE, _FALSE = ("true", "yes", "on", "y"), ("false", "no", "off", "n")
 
 
 class ConfigError(InputError):
     """A configuration key or value cannot be used."""
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: ``no``/``off``/``yes``/``on`` stay strings."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def read_yaml(text: str) -> Any:
+    """YAML with 1.2 booleans (see the module docstring); the one parser of config text."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader: no object construction
+
+
 @dataclass
-class DistillConfig:
-    """All settings of ``training/distill.py`` (method.md sections 5, 6 and 10)."""
+class TrainConfig:
+    """Settings every training stage shares; a stage subclasses it and may change defaults."""
 
     # -- data -------------------------------------------------------------------------------
     train_data: Any = (
         "training/splits/shared_data.json"  # folder, glob, list file, split .json, or a list
     )
     val_data: Any = None  # same forms; None: the val list of a split .json train_data
+    synthetic_data: bool = False  # smooth random crops instead of files (tests, benchmarks)
     bands: list[int] | None = field(default_factory=lambda: [1, 2, 3])  # 1-based
-    band_names: list[str] = field(default_factory=lambda: ["red", "green", "blue"])
     value_contract: str | None = None  # e.g. "fixed:0:10000"; None: each dtype's natural contract
     crop_size: int = 256
     pad_small_images: bool = True  # reflect-101 pad images smaller than the crop
     scale: int = 4
     degradation: str = "realesrgan"  # realesrgan | rs | rs16 | bicubic
     val_crop_size: int | None = 256
-    val_max_images: int | None = None
-    val_batch_size: int = 4
+    val_max_images: int | None = None  # None: all; 0: no validation
     dataloader_num_workers: int = 0
+
+    # -- optimisation ---------------------------------------------------------------------------
+    learning_rate: float = 5e-5
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    adam_weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    train_batch_size: int = 16  # per process
+    gradient_accumulation_steps: int = 1
+    max_train_steps: int = 100_000
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    cpu: bool = False  # force the CPU even when a GPU is present
+    num_threads: int | None = None  # torch intra-op threads (1 on small shared CPUs); None: default
+    seed: int = 0
+
+    # -- outputs ------------------------------------------------------------------------------
+    output_dir: str = "runs/train"
+    checkpointing_steps: int = 1000  # also at the last step; 0: never
+    checkpoints_total_limit: int | None = None
+    resume_from_checkpoint: str | None = None  # "latest" or a checkpoint folder
+    validation_steps: int = 1000  # also at the last step; 0: never
+    num_sample_images: int = 4
+    logging_steps: int = 10
+    report_to: str = "tensorboard"  # tensorboard | none
+
+    def validate(self) -> TrainConfig:
+        """Check values that do not depend on files; raises :class:`ConfigError`."""
+        need(self.scale in (2, 4, 8), f"scale must be 2, 4 or 8, got {self.scale}")
+        need(self.crop_size > 0 and self.crop_size % self.scale == 0,
+             f"crop_size {self.crop_size} must be a positive multiple of scale {self.scale}")  # fmt: skip
+        if self.val_crop_size is not None:
+            need(self.val_crop_size % self.scale == 0,
+                 f"val_crop_size {self.val_crop_size} must be a multiple of scale {self.scale}")  # fmt: skip
+        need(self.degradation in DEGRADATIONS,
+             f"degradation must be one of {', '.join(DEGRADATIONS)}, got {self.degradation!r}")  # fmt: skip
+        need(self.mixed_precision in MIXED_PRECISIONS,
+             f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")  # fmt: skip
+        need(self.report_to in ("tensorboard", "none"),
+             f"report_to must be tensorboard or none, got {self.report_to!r}")  # fmt: skip
+        for k in ("train_batch_size", "gradient_accumulation_steps", "max_train_steps",
+                  "logging_steps"):  # fmt: skip
+            need(getattr(self, k) >= 1, f"{k} must be >= 1, got {getattr(self, k)}")
+        for k in ("checkpointing_steps", "validation_steps", "dataloader_num_workers"):
+            need(getattr(self, k) >= 0, f"{k} must be >= 0, got {getattr(self, k)}")
+        need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.resume_from_checkpoint not in (None, "latest"):
+            need(Path(self.resume_from_checkpoint).is_dir(),
+                 f"resume_from_checkpoint: no checkpoint folder at {self.resume_from_checkpoint}")  # fmt: skip
+        return self
+
+    @property
+    def channels(self) -> int:
+        """Bands of the synthetic data (real data: the dataset says)."""
+        return len(self.bands) if self.bands else 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def need(ok: bool, msg: str) -> None:
+    """Raise :class:`ConfigError` with ``msg`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(msg)
+
+
+@dataclass
+class DistillConfig(TrainConfig):
+    """All settings of ``training/distill.py`` (method.md sections 5, 6 and 10)."""
+
+    # -- data -------------------------------------------------------------------------------
+    band_names: list[str] = field(default_factory=lambda: ["red", "green", "blue"])
+    val_batch_size: int = 4
 
     # -- student ----------------------------------------------------------------------------
     student_preset: str = "nano"
@@ -77,58 +182,17 @@ class DistillConfig:
     dino_weights: str | None = None  # local DINO ViT-B/16 checkpoint for the discriminator
     discriminator: str = "dino"  # dino | tiny (random, tests only)
 
-    # -- optimisation ---------------------------------------------------------------------------
-    learning_rate: float = 5e-5
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    train_batch_size: int = 16  # per process
-    gradient_accumulation_steps: int = 1
-    max_train_steps: int = 100_000
-    mixed_precision: str = "no"  # no | fp16 | bf16
-    cpu: bool = False  # force the CPU even when a GPU is present
-    num_threads: int | None = None  # torch intra-op threads (1 on small shared CPUs); None: default
-    seed: int = 0
-
     # -- outputs ------------------------------------------------------------------------------
     output_dir: str = "runs/distill"
-    checkpointing_steps: int = 1000
-    checkpoints_total_limit: int | None = None
-    resume_from_checkpoint: str | None = None  # "latest" or a checkpoint folder
-    validation_steps: int = 1000
     validation_lpips: bool = False  # needs lpips_weights
-    num_sample_images: int = 4
-    logging_steps: int = 10
-    report_to: str = "tensorboard"  # tensorboard | none
 
     def validate(self) -> DistillConfig:
-        """Check values that do not depend on files; raises :class:`ConfigError`."""
-
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ConfigError(msg)
-
-        need(self.scale in (2, 4, 8), f"scale must be 2, 4 or 8, got {self.scale}")
-        need(self.crop_size > 0 and self.crop_size % self.scale == 0,
-             f"crop_size {self.crop_size} must be a positive multiple of scale {self.scale}")  # fmt: skip
-        if self.val_crop_size is not None:
-            need(self.val_crop_size % self.scale == 0,
-                 f"val_crop_size {self.val_crop_size} must be a multiple of scale {self.scale}")  # fmt: skip
-        need(self.degradation in ("realesrgan", "rs", "rs16", "bicubic"),
-             f"degradation must be realesrgan, rs, rs16 or bicubic, got {self.degradation!r}")  # fmt: skip
-        need(self.mixed_precision in ("no", "fp16", "bf16"),
-             f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")  # fmt: skip
+        super().validate()
         need(self.teacher_dtype in ("auto", "fp32", "fp16", "bf16"),
              f"teacher_dtype must be auto, fp32, fp16 or bf16, got {self.teacher_dtype!r}")  # fmt: skip
         need(self.mse_normalize in ("auto", "always", "never"),
              f"mse_normalize must be auto, always or never, got {self.mse_normalize!r}")  # fmt: skip
-        need(self.report_to in ("tensorboard", "none"),
-             f"report_to must be tensorboard or none, got {self.report_to!r}")  # fmt: skip
-        for k in ("train_batch_size", "gradient_accumulation_steps", "max_train_steps",
-                  "checkpointing_steps", "validation_steps", "logging_steps", "mmd_tokens"):  # fmt: skip
-            need(getattr(self, k) >= 1, f"{k} must be >= 1, got {getattr(self, k)}")
-        need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        need(self.mmd_tokens >= 1, f"mmd_tokens must be >= 1, got {self.mmd_tokens}")
         for k in ("loss_l1", "loss_l2", "loss_lpips", "lambda_dis", "lambda_mmd"):
             need(getattr(self, k) >= 0, f"{k} must be >= 0, got {getattr(self, k)}")
         need(self.loss_l1 + self.loss_l2 + self.loss_lpips > 0,
@@ -136,18 +200,10 @@ class DistillConfig:
         if self.loss_lpips > 0 or self.validation_lpips:
             need(self.lpips_weights is not None,
                  "loss_lpips > 0 or validation_lpips needs lpips_weights (a local file; nothing is downloaded)")  # fmt: skip
-        need(self.discriminator in ("dino", "tiny"),
-             f"discriminator must be dino or tiny, got {self.discriminator!r}")  # fmt: skip
-        need(self.loss_adv >= 0, f"loss_adv must be >= 0, got {self.loss_adv}")
-        if self.loss_adv > 0 and self.discriminator == "dino":
-            need(self.dino_weights is not None,
-                 "loss_adv > 0 needs dino_weights (a local DINO ViT-B/16 file; nothing is downloaded)")  # fmt: skip
+        check_discriminator(self.discriminator, self.loss_adv, self.dino_weights)
         if self.bands is not None:
             need(len(self.band_names) == len(self.bands),
                  f"band_names {self.band_names} must name each of bands {self.bands}")  # fmt: skip
-        if self.resume_from_checkpoint not in (None, "latest"):
-            need(Path(self.resume_from_checkpoint).is_dir(),
-                 f"resume_from_checkpoint: no checkpoint folder at {self.resume_from_checkpoint}")  # fmt: skip
         return self
 
     @property
@@ -158,18 +214,26 @@ class DistillConfig:
     def name(self) -> str:
         return self.model_name or f"slimdiffsr-{self.student_preset}-x{self.scale}"
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+
+def check_discriminator(kind: str, weight: float, dino_weights: str | None) -> None:
+    """The adversarial settings shared by stage 1 and distillation."""
+    need(kind in ("dino", "tiny"), f"discriminator must be dino or tiny, got {kind!r}")
+    need(weight >= 0, f"loss_adv must be >= 0, got {weight}")
+    if weight > 0 and kind == "dino":
+        need(dino_weights is not None,
+             "loss_adv > 0 needs dino_weights (a local DINO ViT-B/16 file; nothing is downloaded)")  # fmt: skip
 
 
-def _hints() -> dict[str, Any]:
-    return typing.get_type_hints(DistillConfig)
+# ------------------------------------------------------------------------------------------------
+# Loading
+# ------------------------------------------------------------------------------------------------
+C = TypeVar("C")  # a config dataclass: TrainConfig's subclasses, or another stage's
 
 
-def _coerce(key: str, value: Any) -> Any:
+def _coerce(cls: type, key: str, value: Any) -> Any:
     """Light type check. Ints are fine for floats; numeric strings too (YAML reads ``5e-5``
     without a dot as a string)."""
-    hint = _hints()[key]
+    hint = typing.get_type_hints(cls)[key]
     if hint is Any:
         return value
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -184,6 +248,10 @@ def _coerce(key: str, value: Any) -> Any:
         if optional:
             return None
         raise ConfigError(f"{key} cannot be null")
+    if isinstance(value, bool) and str in allowed and bool not in allowed:
+        value = "yes" if value else "no"  # YAML 1.1 writers: mixed_precision: false
+    if isinstance(value, str) and bool in allowed and value.lower() in _TRUE + _FALSE:
+        value = value.lower() in _TRUE
     if isinstance(value, str) and str not in allowed and (float in allowed or int in allowed):
         try:
             value = float(value)
@@ -201,8 +269,8 @@ def _coerce(key: str, value: Any) -> Any:
     return value
 
 
-def _check_keys(keys: Any, where: str) -> None:
-    known = [f.name for f in fields(DistillConfig)]
+def _check_keys(cls: type, keys: Any, where: str) -> None:
+    known = [f.name for f in fields(cls)]
     for k in keys:
         if k not in known:
             close = difflib.get_close_matches(k, known, n=3)
@@ -211,46 +279,97 @@ def _check_keys(keys: Any, where: str) -> None:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` with the value parsed as YAML (``lr=1e-4``, ``bands=[1,2,3]``, ``teacher=null``)."""
+    """``key=value`` with the value parsed as YAML (``lr=1e-4``, ``bands=[1,2,3]``, ``teacher=null``,
+    ``mixed_precision=no``); ``section.key=value`` sets one entry of a dict-valued key."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key=value")
     key, raw = text.split("=", 1)
     key = key.strip().replace("-", "_")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = read_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as e:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from e
     return key, value
 
 
+def _set(cls: type, values: dict[str, Any], key: str, value: Any, where: str) -> None:
+    """``values[key] = value``; ``section.entry`` keys (and mappings given for a section) update
+    one entry of a dict-valued key. A section with a non-empty default knows its entries."""
+    head, _, rest = key.partition(".")
+    _check_keys(cls, [head], where)
+    f = next(f for f in fields(cls) if f.name == head)
+    default = f.default_factory() if callable(f.default_factory) else None
+    if not rest and not (isinstance(value, dict) and default):
+        values[head] = value
+        return
+    if typing.get_origin(typing.get_type_hints(cls)[head]) is not dict:
+        raise ConfigError(f"{key!r} in {where}: {head} is not a section (dict-valued key)")
+    entries = value if not rest else {rest: value}
+    if default:
+        unknown = sorted(set(entries) - set(default))
+        if unknown:
+            raise ConfigError(
+                f"unknown config key {head}.{unknown[0]} in {where}; known: {sorted(default)}"
+            )
+        entries = {k: _coerce_entry(f"{head}.{k}", default[k], v) for k, v in entries.items()}
+    current = values.get(head)
+    base = (default or {}) if current is None else current
+    values[head] = {**base, **entries}
+
+
+def _coerce_entry(key: str, default: Any, value: Any) -> Any:
+    """A section entry takes the type of its default (booleans: also yes/no/on/off)."""
+    if isinstance(default, bool):
+        if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+            return value.lower() in _TRUE
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be bool, got {value!r}")
+    elif isinstance(default, int | float):
+        kind = type(default).__name__
+        try:
+            number = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        if math.isnan(number) or (kind == "int" and not number.is_integer()):
+            raise ConfigError(f"{key} must be {kind}, got {value!r}")
+        return int(number) if kind == "int" else number
+    return value
+
+
+Override = str | tuple[str, Any]
+
+
 def load_config(
     path: str | Path | None = None,
-    overrides: list[str] | dict[str, Any] | None = None,
-) -> DistillConfig:
-    """Defaults, then the YAML file, then ``key=value`` overrides; validated."""
+    overrides: Sequence[Override] | dict[str, Any] | None = None,
+    cls: type[C] = DistillConfig,
+) -> C:
+    """Defaults of ``cls``, then the YAML file, then the overrides in order (``key=value`` text,
+    or ``(key, value)`` pairs already typed, such as command-line flags); validated."""
     values: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:
-            doc = yaml.safe_load(p.read_text()) or {}
+            doc = read_yaml(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
         if not isinstance(doc, dict):
             raise ConfigError(f"config file {p} must be a mapping of key: value")
-        _check_keys(doc, str(p))
-        values.update(doc)
-    if overrides:
-        items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
-        for k, v in items:
-            _check_keys([k], "overrides")
-            values[k] = v
-    coerced = {k: _coerce(k, v) for k, v in values.items()}
-    return DistillConfig(**coerced).validate()
+        for k, v in doc.items():
+            _set(cls, values, str(k), v, str(p))
+    if isinstance(overrides, dict):
+        overrides = list(overrides.items())
+    for item in overrides or ():
+        k, v = parse_override(item) if isinstance(item, str) else item
+        _set(cls, values, k, v, "overrides")
+    coerced = {k: _coerce(cls, k, v) for k, v in values.items()}
+    cfg = cls(**coerced)
+    return cfg.validate() if hasattr(cfg, "validate") else cfg
 
 
-def save_config(cfg: DistillConfig, path: str | Path) -> Path:
+def save_config(cfg: TrainConfig, path: str | Path) -> Path:
     """Write the effective configuration (what a run really used) as YAML."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -258,4 +377,14 @@ def save_config(cfg: DistillConfig, path: str | Path) -> Path:
     return p
 
 
-__all__ = ["ConfigError", "DistillConfig", "load_config", "parse_override", "save_config"]
+__all__ = [
+    "ConfigError",
+    "DistillConfig",
+    "TrainConfig",
+    "check_discriminator",
+    "load_config",
+    "need",
+    "parse_override",
+    "read_yaml",
+    "save_config",
+]

@@ -20,7 +20,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -51,15 +51,14 @@ class PerceptualConfig:
 
 
 def load_config(path: str | None, overrides: list[str]) -> PerceptualConfig:
-    values = yaml.safe_load(Path(path).read_text()) if path else {}
-    for o in overrides:
-        k, v = o.split("=", 1)
-        values[k] = yaml.safe_load(v)
-    known = {f.name for f in fields(PerceptualConfig)}
-    bad = set(values) - known
-    if bad:
-        raise SystemExit(f"error: unknown config keys {sorted(bad)}")
-    return PerceptualConfig(**values)
+    """The one training config loader (YAML 1.2 booleans, typed values, unknown keys fail)."""
+    from slimdiffsr.training.config import ConfigError
+    from slimdiffsr.training.config import load_config as load
+
+    try:
+        return load(path, overrides, PerceptualConfig)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from e
 
 
 def train(cfg: PerceptualConfig, resume: bool = False) -> Path:
