@@ -282,7 +282,6 @@ def upscale_many(
     started = time.time()
     paths = [Path(p) for p in inputs]
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     up_kw, run_kw = _split_kwargs(upscale_kwargs)
     model = str(model)
     scale = _model_scale(model, up_kw.get("scale"))
@@ -308,7 +307,9 @@ def upscale_many(
     topic = f"slimdiffsr-{run_id}"
     tracker = _Tracker(len(plans), progress)
     dashboard = None
+    n_workers = 0
     try:
+        out.mkdir(parents=True, exist_ok=True)
         try:
             dashboard = client.dashboard_link
         except Exception:  # noqa: BLE001 - no dashboard (bokeh not installed)
