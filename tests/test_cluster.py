@@ -296,3 +296,36 @@ def test_python_api_with_an_in_process_cluster(tmp_path):
         )
     assert not again.ok and "exists" in again.failed[0]["error"]
     validate_catalogue(tmp_path / "out" / "collection.json", 3)
+
+
+def test_a_retry_waits_for_an_attempt_that_still_holds_the_output(tmp_path):
+    """A task the scheduler gave to another worker while the first attempt is still writing (a
+    worker cut off, not dead) waits for the engine's output lock instead of failing the raster."""
+    import threading
+
+    from slimdiffsr.engine.lock import OutputLock
+
+    inp = make_inputs(tmp_path / "in", n=1, size=(64, 64))[0]
+    plan = plan_file(
+        inp,
+        tmp_path / "out" / "s0_x4.tif",
+        scale=4,
+        tile=128,
+        split_pixels=10**9,
+        cog=False,
+        key="k",
+    )
+    (tmp_path / "out").mkdir()
+    lock = OutputLock(plan.output).acquire()
+    result: dict = {}
+    t = threading.Thread(
+        target=lambda: result.update(run_unit(plan.units[0], MODEL, {"device": "cpu"}, {}))
+    )
+    t.start()
+    time.sleep(1.0)
+    assert t.is_alive() and not plan.output.exists()  # waiting, not failed
+    lock.release()
+    t.join(timeout=120)
+    assert not t.is_alive() and result["status"] == "ok", result
+    reference([inp], tmp_path / "ref")
+    assert_same_pixels(plan.output, tmp_path / "ref" / "s0_x4.tif")

@@ -18,9 +18,10 @@ from typing import Any
 
 from slimdiffsr.cluster.split import FilePlan, Unit, assemble, read_band_tags
 from slimdiffsr.cluster.worker_plugin import get_upscaler
-from slimdiffsr.errors import SlimDiffSRError
+from slimdiffsr.errors import OutputBusyError, SlimDiffSRError
 
 PROGRESS_EVERY_S = 0.25  # at most this often per task, tile progress goes to the client
+BUSY_WAIT_S = 600.0  # how long a retry waits for a still-running earlier attempt's lock
 
 
 def _worker() -> Any:
@@ -99,7 +100,20 @@ def run_unit(
         if unit.roi_window is not None:
             kwargs["roi_window"] = unit.roi_window
             kwargs.update(cog=False, qa=False, overwrite=True)  # band files are ours to replace
-        result = up.run(unit.input, unit.output, resume=True, progress=progress, **kwargs)
+        deadline = time.monotonic() + BUSY_WAIT_S
+        while True:
+            try:
+                result = up.run(unit.input, unit.output, resume=True, progress=progress, **kwargs)
+                break
+            except OutputBusyError:
+                # an earlier attempt the scheduler gave up on is still writing (its worker was
+                # cut off, not dead): wait for it, then use its output or resume after it
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2.0)
+                if _finished_earlier(unit, run_started):
+                    rec.update(status="ok", reused=True, time_s=0.0, summary=None)
+                    return describe(rec) if unit.band is None else rec
     except SlimDiffSRError as e:
         rec.update(status="failed", error=str(e), kind=e.kind)
         rec["time_s"] = time.perf_counter() - t0
