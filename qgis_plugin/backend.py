@@ -648,13 +648,25 @@ def _kind_text(kind: str) -> str:
     }.get(kind) or tr("The SlimDiffSR backend failed unexpectedly: {} See the log for details.")
 
 
+def plugin_words(message: str) -> str:
+    """The backend's CLI advice in the plugin's terms (its options have other names here)."""
+    for cli, ours in (
+        ("pass --value-contract fixed:LOW:HIGH", tr("choose Value mapping 'Fixed range'")),
+        ("--value-contract", tr("Value mapping")),
+        ("--device cpu", tr("Device 'cpu'")),
+        ("--bands", tr("Bands")),
+    ):
+        message = message.replace(cli, ours)
+    return message
+
+
 def worker_error(reply: dict[str, Any], location: BackendLocation | None = None) -> BackendError:
     """Turn a worker ``error`` message into a BackendError with a user-facing sentence."""
     kind = str(reply.get("kind") or "internal")
-    m = str(reply.get("message") or "no details").strip()
+    m = plugin_words(str(reply.get("message") or "no details").strip())
     detail = str(reply.get("traceback") or "")
     missing = missing_package(m)
-    if missing in ("torch", "onnxruntime"):
+    if missing in ("torch", "onnxruntime") or "neither onnxruntime nor torch" in m:
         return BackendError(runtime_hint(location), kind="runtime", detail=detail or m)
     if missing:
         py = location.python if location else "python"
@@ -794,6 +806,8 @@ def describe(location: BackendLocation | None = None, log: Log | None = None) ->
     """Backend facts for the check dialog and the dock: hello, info and installed models."""
     with shared_worker(location, log) as w:
         info = w.request({"type": "info"}, timeout=300)
+        if "runtimes" in info and not info["runtimes"]:  # a backend that cannot run a model
+            raise BackendError(runtime_hint(w.location), kind="runtime")
         models = w.request({"type": "models"}, timeout=120)
         loc, hello = w.location, dict(w.hello)
     return {"location": loc, "hello": hello, "info": info, "models": models.get("models", [])}

@@ -44,7 +44,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="191"/>
+        <location filename="../backend.py" line="653"/>
         <source>Bands</source>
         <translation type="unfinished"></translation>
     </message>
@@ -194,52 +194,52 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="511"/>
+        <location filename="../algorithms/superresolve.py" line="515"/>
         <source>Backend {} (Python {}, pid {}) at {}, found via {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="538"/>
+        <location filename="../algorithms/superresolve.py" line="542"/>
         <source>SlimDiffSR failed unexpectedly ({}: {}); see the log for details.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="651"/>
+        <location filename="../dock.py" line="655"/>
         <source>{} QA</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="625"/>
+        <location filename="../algorithms/superresolve.py" line="629"/>
         <source>Tile {} of {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="627"/>
+        <location filename="../algorithms/superresolve.py" line="631"/>
         <source>, about {} left</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="635"/>
+        <location filename="../algorithms/superresolve.py" line="639"/>
         <source>{} s</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="637"/>
+        <location filename="../algorithms/superresolve.py" line="641"/>
         <source>{} min</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="638"/>
+        <location filename="../algorithms/superresolve.py" line="642"/>
         <source>{} h {} min</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="592"/>
+        <location filename="../dock.py" line="596"/>
         <source>Done.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="657"/>
+        <location filename="../algorithms/superresolve.py" line="661"/>
         <source>Done: {}.</source>
         <translation type="unfinished"></translation>
     </message>
@@ -249,7 +249,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="597"/>
+        <location filename="../dock.py" line="601"/>
         <source>Cancelled; no output was written.</source>
         <translation type="unfinished"></translation>
     </message>
@@ -369,7 +369,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="661"/>
+        <location filename="../backend.py" line="673"/>
         <source> at {}</source>
         <translation type="unfinished"></translation>
     </message>
@@ -404,17 +404,17 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="661"/>
+        <location filename="../backend.py" line="673"/>
         <source>The SlimDiffSR backend{} is missing the Python package &apos;{}&apos;; it was installed without its dependencies. Recreate it with `bash scripts/setup_backend.sh` (or `bash scripts/setup_backend.sh --runtime onnx`), or run `{} -m pip install slimdiffsr` there.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="672"/>
+        <location filename="../backend.py" line="684"/>
         <source>CUDA was requested, but the backend sees no CUDA GPU ({}). Choose Device &apos;auto&apos; or &apos;cpu&apos; (Advanced parameters), or install a CUDA build of PyTorch in the backend (`bash scripts/setup_backend.sh` on a machine with an NVIDIA driver) and check it in Raster &gt; SlimDiffSR &gt; Backend settings and check...</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../backend.py" line="849"/>
+        <location filename="../backend.py" line="863"/>
         <source>Invalid parameters for the backend: {}.</source>
         <translation type="unfinished"></translation>
     </message>
@@ -609,37 +609,37 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="216"/>
+        <location filename="../dock.py" line="217"/>
         <source>Run</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="218"/>
+        <location filename="../dock.py" line="219"/>
         <source>Preview current view</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="219"/>
+        <location filename="../dock.py" line="220"/>
         <source>Super-resolve only the map canvas extent, with a bicubic preview to compare</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="223"/>
+        <location filename="../dock.py" line="224"/>
         <source>Cancel</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="229"/>
+        <location filename="../dock.py" line="230"/>
         <source>Show the bicubic preview instead (compare)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="230"/>
+        <location filename="../dock.py" line="231"/>
         <source>Flip between the model&apos;s preview and plain bicubic interpolation of the same view</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="248"/>
+        <location filename="../dock.py" line="250"/>
         <source>Log</source>
         <translation type="unfinished"></translation>
     </message>
@@ -649,132 +649,132 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="264"/>
+        <location filename="../dock.py" line="266"/>
         <source> (default)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="281"/>
+        <location filename="../dock.py" line="283"/>
         <source>Asking the backend for its models...</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="291"/>
+        <location filename="../dock.py" line="293"/>
         <source>Backend not available: {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="298"/>
+        <location filename="../dock.py" line="300"/>
         <source>Backend {} at {}: {} model(s).</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="304"/>
+        <location filename="../dock.py" line="306"/>
         <source>SlimDiffSR: list models</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="317"/>
+        <location filename="../dock.py" line="319"/>
         <source>Import a SlimDiffSR model</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="317"/>
+        <location filename="../dock.py" line="319"/>
         <source>SlimDiffSR models (*.safetensors)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="329"/>
+        <location filename="../dock.py" line="331"/>
         <source>Import failed: {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="334"/>
+        <location filename="../dock.py" line="336"/>
         <source>Imported model {} into {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="352"/>
+        <location filename="../dock.py" line="354"/>
         <source>All bands of the layer (this model takes any).</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="374"/>
+        <location filename="../dock.py" line="376"/>
         <source>Percentiles</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="379"/>
+        <location filename="../dock.py" line="381"/>
         <source>Values</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="410"/>
+        <location filename="../dock.py" line="412"/>
         <source>[temporary file]</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="412"/>
+        <location filename="../dock.py" line="414"/>
         <source>[new file in {}]</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="457"/>
+        <location filename="../dock.py" line="461"/>
         <source>SlimDiffSR: plan</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="511"/>
+        <location filename="../dock.py" line="515"/>
         <source>Choose a raster layer first.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="515"/>
+        <location filename="../dock.py" line="519"/>
         <source>Pick a layer band for every band the model expects.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="551"/>
+        <location filename="../dock.py" line="555"/>
         <source>the current view of </source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="552"/>
+        <location filename="../dock.py" line="556"/>
         <source>Running on {}&apos;{}&apos; with {}...</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="553"/>
+        <location filename="../dock.py" line="557"/>
         <source>Starting the backend...</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="562"/>
+        <location filename="../dock.py" line="566"/>
         <source>Cancelling...</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="594"/>
+        <location filename="../dock.py" line="598"/>
         <source>Failed; see the log.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="598"/>
+        <location filename="../dock.py" line="602"/>
         <source>Cancelled.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="634"/>
+        <location filename="../dock.py" line="638"/>
         <source>preview</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="637"/>
+        <location filename="../dock.py" line="641"/>
         <source>The result {} could not be opened.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="655"/>
+        <location filename="../dock.py" line="659"/>
         <source>Added &apos;{}&apos; to the group {}: {}</source>
         <translation type="unfinished"></translation>
     </message>
@@ -869,33 +869,43 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="717"/>
+        <location filename="../dock.py" line="726"/>
         <source>: layer bands {} in</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="719"/>
+        <location filename="../dock.py" line="728"/>
         <source>, {} band(s) out</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="721"/>
+        <location filename="../dock.py" line="730"/>
         <source> (bands {} bicubic)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="725"/>
+        <location filename="../dock.py" line="715"/>
         <source>see Value mapping</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="728"/>
+        <location filename="../dock.py" line="737"/>
         <source>{} tile(s)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="730"/>
+        <location filename="../dock.py" line="739"/>
         <source>, about {} at the last run&apos;s speed</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="653"/>
+        <source>choose Value mapping &apos;Fixed range&apos;</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../backend.py" line="653"/>
+        <source>Device &apos;cpu&apos;</source>
         <translation type="unfinished"></translation>
     </message>
 </context>

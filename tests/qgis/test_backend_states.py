@@ -42,9 +42,13 @@ def run_error(params: dict) -> str:
 
 @pytest.fixture
 def no_torch_python(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A real venv with the slimdiffsr package on its path and nothing else (no torch, no ORT)."""
+    """A real venv with the slimdiffsr package on its path and neither torch nor onnxruntime."""
     venv = tmp_path_factory.mktemp("notorch") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    # Debian's Python: numpy from the system, no torch, no onnxruntime
+    subprocess.run(
+        ["/usr/bin/python3", "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
+        check=True,
+    )
     py = venv / "bin" / "python"
     site = subprocess.run(
         [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -177,3 +181,13 @@ def test_fixed_mapping_needs_a_range(plugin, rgb8, tmp_path) -> None:
 
 def test_environment_is_left_alone() -> None:
     assert os.environ.get("SLIMDIFFSR_PYTHON")  # monkeypatch restored it for later tests
+
+
+def test_backend_advice_uses_the_plugins_words(plugin, backend_python, tmp_path) -> None:
+    """A flat raster: the backend's advice names the plugin's option, not the CLI flag."""
+    flat = write_raster(tmp_path / "flat.tif", np.full((3, 12, 12), 90, np.uint8))
+    text = run_error(
+        {"INPUT": str(flat), "MODEL": "slimdiffsr-nano-x4", "OUTPUT": str(tmp_path / "o.tif")}
+    )
+    assert "--value-contract" not in text
+    assert "Value mapping" in text

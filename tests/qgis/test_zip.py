@@ -158,7 +158,8 @@ def test_qgis_process_runs_installed_plugin(
     assert r.returncode == 0, r.stdout + r.stderr
     r = subprocess.run([*exe, "list"], env=env, capture_output=True, text=True, timeout=120)
     assert "slimdiffsr:superresolve" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
-    src = write_raster(tmp_path / "in.tif", np.full((3, 16, 20), 90, np.uint8))
+    ramp = (np.arange(16 * 20).reshape(16, 20) % 200 + 20).astype(np.uint8)
+    src = write_raster(tmp_path / "in.tif", np.stack([ramp, ramp.T.copy().reshape(16, 20), ramp]))
     out = tmp_path / "out.tif"
     r = subprocess.run(
         [
