@@ -400,6 +400,8 @@ def format_summary(result: RunResult) -> list[str]:
             extra.append(f"{r['bands']} row bands")
         if r.get("retried"):
             extra.append(f"retried ({r.get('attempts')} attempts)")
+        if s.get("tiles_reused"):
+            extra.append(f"{s['tiles_reused']} tiles resumed from a partial file")
         if r.get("reused"):
             extra.append("finished by an earlier attempt")
         note = f" [{', '.join(extra)}]" if extra else ""
