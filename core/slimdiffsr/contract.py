@@ -307,11 +307,13 @@ def _pooled(sample: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
 
 
 def looks_like_reflectance(values: np.ndarray, scale: float, offset: float) -> bool:
-    """Physical values ``DN * scale + offset`` in the plausible range of surface reflectance."""
+    """Physical values ``DN * scale + offset`` in the plausible range of surface reflectance:
+    none far below 0 or above ~1.5, and some dark pixels (1st percentile at most 0.35; Level-1
+    digital numbers such as Landsat's 6,000-9,000 would read as implausibly bright)."""
     if values.size == 0:
         return False
-    lo, hi = np.percentile(values * scale + offset, [0.1, 99.9])
-    return bool(lo >= -0.25 and 0.005 < hi <= 1.6)
+    lo, p1, hi = np.percentile(values * scale + offset, [0.1, 1.0, 99.9])
+    return bool(lo >= -0.25 and p1 <= 0.35 and 0.005 < hi <= 1.6)
 
 
 def choose_mapping(
