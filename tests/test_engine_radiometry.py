@@ -198,3 +198,19 @@ def test_numpy_bicubic_matches_torch():
     for s in (2, 3, 4, 8):
         ref = bicubic_upsample(torch.from_numpy(x), s).numpy()
         assert np.abs(bicubic_upsample_np(x, s) - ref).max() < 1e-4
+
+
+def test_cog_overviews_average_continuous_imagery(bicubic_up, tmp_path):
+    """Integer rasters without nodata used to get NEAREST overviews (aliased); now averaged."""
+    rng = np.random.default_rng(0)
+    lr = rng.integers(0, 256, (3, 160, 160)).astype(np.uint8)  # all detail, no smooth areas
+    src = write_raster(tmp_path / "noise.tif", lr)
+    r = bicubic_up.run(src, tmp_path / "cog.tif", cog=True, overwrite=True)
+    with rasterio.open(r.output) as d:
+        full = d.read().astype(np.float64)
+        assert d.overviews(1), "a 640 px COG has overviews"
+    with rasterio.open(r.output, overview_level=0) as ov:
+        o = ov.read().astype(np.float64)
+    c, h, w = o.shape
+    block = full[:, : h * 2, : w * 2].reshape(c, h, 2, w, 2).mean(axis=(2, 4))
+    assert np.abs(o - block).mean() < 1.0  # the 2x2 average, not one picked pixel

@@ -1,7 +1,10 @@
 """The georeferenced tiled inference engine: ``upscale()`` and ``Upscaler`` (see ``run``).
 
-Submodules: ``tiling`` (pure window algebra), ``raster_io`` (profiles, windowed reads, atomic
-files), ``blend`` (the row strip), ``qa`` (consistency layer, seam metric), ``manifest`` (resume).
+Submodules: ``plan`` (bands, value mapping, output layout, decided once), ``preflight`` (the plan
+plus one sentence, warnings, refusals), ``loop`` (the tile loop), ``writer`` (model units -> raster
+values), ``products`` (Sentinel-2 / Landsat products), ``resample`` (numpy bicubic), ``tiling``
+(pure window algebra), ``raster_io`` (profiles, windowed reads, atomic files), ``blend`` (the row
+strip), ``qa`` (consistency layer, seam metric), ``manifest`` (resume).
 Importing this package is cheap; torch loads with ``run``.
 """
 
