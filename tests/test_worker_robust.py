@@ -3,6 +3,7 @@ cancels name their job, and ``info``/``shutdown`` still work afterwards (issue 1
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -16,7 +17,7 @@ from engine_util import texture, write_raster
 from test_worker import WorkerProc, job
 
 from slimdiffsr import protocol as P
-from slimdiffsr.worker import Worker
+from slimdiffsr.worker import Worker, error_message
 
 NESTED = '{"type": "info", "id": 1, "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
 
@@ -210,3 +211,54 @@ def test_shutdown_during_a_job_cancels_it_and_exits(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tif"]
     finally:
         w.close()
+
+
+def test_every_upscale_parameter_has_a_type_check():
+    names = set(P.UPSCALE_PARAMS) | set(P.OPTIONAL_UPSCALE_PARAMS)
+    assert names == set(P.UPSCALE_PARAM_CHECKS)
+
+
+def serve_open(lines: list[dict], until: int = 1, timeout: float = 120) -> list[dict]:
+    """A real Worker with stdin kept open until ``until`` final answers arrived, then shutdown."""
+    r, wfd = os.pipe()
+    ch = ListChannel()
+    w = Worker(ch, os.fdopen(r, "rb"))
+    threading.Thread(target=w.read_loop, daemon=True).start()
+    os.write(wfd, "".join(P.encode(m) for m in lines).encode())
+    served = threading.Thread(target=w.serve)
+    served.start()
+    deadline = time.monotonic() + timeout
+    while sum(a["type"] in ("result", "error") for a in ch.lines) < until:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.write(wfd, P.encode({"type": "shutdown"}).encode())
+    served.join(30)
+    os.close(wfd)
+    return ch.lines
+
+
+def test_overwrite_true_replaces_only_a_raster(tmp_path):
+    data = (texture(3, 48, 48, seed=64) * 255).astype(np.uint8)
+    src = write_raster(tmp_path / "in.tif", data)
+    doc = tmp_path / "notes.tif"
+    doc.write_text("my notes")
+    link = tmp_path / "link.tif"
+    link.symlink_to("/etc/hostname")
+    answers = serve_open(
+        [
+            job("doc", src, doc, model="bicubic", tile=32, overlap=16, overwrite=True),
+            job("link", src, link, model="bicubic", tile=32, overlap=16, overwrite=True),
+        ],
+        until=2,
+    )
+    final = {a["id"]: a for a in answers if a["type"] in ("result", "error")}
+    assert final["doc"]["kind"] == "input" and "not a raster" in final["doc"]["message"]
+    assert final["link"]["kind"] == "input" and "symbolic link" in final["link"]["message"]
+    assert doc.read_text() == "my notes" and link.is_symlink()
+
+
+def test_read_only_file_system_error_is_one_disk_line():
+    e = OSError(errno.EROFS, "Read-only file system", "/media/ro/out.tif")
+    msg = error_message(3, e)
+    assert msg["kind"] == "disk" and msg["message"] == "/media/ro/out.tif: Read-only file system"
+    assert "traceback" not in msg
