@@ -19,7 +19,7 @@ import logging
 import sys
 
 from slimdiffsr.errors import SlimDiffSRError
-from slimdiffsr.training.args import build_parser, config_from_args
+from slimdiffsr.training.args import build_parser, config_from_args, run_script
 from slimdiffsr.training.config import DistillConfig
 
 
@@ -43,14 +43,7 @@ def parse_args(argv: list[str] | None = None) -> DistillConfig:
 def main(cfg: DistillConfig) -> int:
     from slimdiffsr.training.distill import run
 
-    try:
-        summary = run(cfg)
-    except (SlimDiffSRError, FileNotFoundError) as e:  # user errors: one line; bugs: traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if summary.get("model"):
-        print(f"model written to {summary['model']}")
-    return 0
+    return run_script(run, cfg)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from slimdiffsr.errors import SlimDiffSRError
-from slimdiffsr.training.args import build_parser, config_from_args
+from slimdiffsr.training.args import build_parser, config_from_args, run_script
 from slimdiffsr.training.config import ConfigError
 from slimdiffsr.training.teacher import BENCHMARK, TeacherTrainConfig, run
 
@@ -49,12 +48,7 @@ def parse_args(argv: list[str] | None = None) -> TeacherTrainConfig:
 
 
 def main(cfg: TeacherTrainConfig) -> int:
-    try:
-        run(cfg)
-    except (SlimDiffSRError, FileNotFoundError) as e:  # user errors: one line; bugs: traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_script(run, cfg)
 
 
 if __name__ == "__main__":

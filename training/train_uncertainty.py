@@ -20,8 +20,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from slimdiffsr.errors import SlimDiffSRError
-from slimdiffsr.training.args import parse_training_args
+from slimdiffsr.training.args import parse_training_args, run_script
 from slimdiffsr.training.uncertainty import UncertaintyTrainConfig, run
 
 
@@ -30,12 +29,7 @@ def parse_args(argv: list[str] | None = None) -> UncertaintyTrainConfig:
 
 
 def main(cfg: UncertaintyTrainConfig) -> int:
-    try:
-        run(cfg)
-    except (SlimDiffSRError, FileNotFoundError) as e:  # user errors: one line; bugs: traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_script(run, cfg)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any, TypeVar
 
 from slimdiffsr.devices import MIXED_PRECISIONS
+from slimdiffsr.errors import SlimDiffSRError
 from slimdiffsr.training.config import ConfigError, TrainConfig, load_config
 
 C = TypeVar("C", bound=TrainConfig)
@@ -67,6 +68,19 @@ def config_from_args(
     return load_config(args.config, overrides, cls)
 
 
+def run_script(run: Callable[[C], dict[str, Any]], cfg: C) -> int:
+    """A training script's ``main``: run the stage; a user error (wrong setting, missing file) is
+    one line on stderr and exit status 2, a bug a traceback."""
+    try:
+        summary = run(cfg)
+    except (SlimDiffSRError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if summary.get("model"):
+        print(f"model written to {summary['model']}")
+    return 0
+
+
 def parse_training_args(
     cls: type[C], argv: list[str] | None = None, description: str | None = None
 ) -> C:
@@ -79,4 +93,4 @@ def parse_training_args(
         raise SystemExit(2) from e
 
 
-__all__ = ["build_parser", "config_from_args", "parse_training_args"]
+__all__ = ["build_parser", "config_from_args", "parse_training_args", "run_script"]
