@@ -8,18 +8,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slimdiffsr.engine.tiling import (
+    MAX_TILE,
     TileGrid,
     TilingError,
     Window,
     aligned_end,
     axis_starts,
     axis_weights,
+    blend_overlap,
     check_tiling,
     clip_with_padding,
     column_chunks,
+    halo_sides,
     intersection,
+    largest_tile,
     output_block_size,
+    plan_geometry,
     raised_cosine_ramp,
+    read_window,
+    tile_unit,
 )
 
 SCALES = st.sampled_from([2, 4, 8])
@@ -98,7 +105,10 @@ def test_ramps_are_complementary_at_nominal_overlap():
     st.integers(1, 60),
 )
 def test_clip_with_padding_rebuilds_shape(r, c, h, w, H, W):
-    win, bounds = Window(r, c, h, w), Window(0, 0, H, W)
+    win, bounds = (
+        Window(row_off=r, col_off=c, height=h, width=w),
+        Window(row_off=0, col_off=0, height=H, width=W),
+    )
     if intersection(win, bounds) is None:
         with pytest.raises(TilingError):
             clip_with_padding(win, bounds)
@@ -112,7 +122,7 @@ def test_clip_with_padding_rebuilds_shape(r, c, h, w, H, W):
 @given(st.integers(1, 400), st.integers(1, 400), SCALES)
 @settings(max_examples=100, deadline=None)
 def test_grid_tiles_cover_region_and_chunks_cover_width(h, w, scale):
-    region = Window(7, 11, h, w)
+    region = Window(row_off=7, col_off=11, height=h, width=w)
     grid = TileGrid(region, tile=64, overlap=24, scale=scale, margin=4)
     cover = np.zeros((h, w), dtype=int)
     for t in grid:
@@ -161,7 +171,67 @@ def test_check_tiling_names_the_problem():
 
 
 def test_tile_borders_are_inside():
-    grid = TileGrid(Window(0, 0, 300, 200), tile=128, overlap=32, scale=4)
+    grid = TileGrid(
+        Window(row_off=0, col_off=0, height=300, width=200), tile=128, overlap=32, scale=4
+    )
     rows, cols = grid.tile_borders()
     assert all(0 < r < 1200 for r in rows) and all(0 < c < 800 for c in cols)
     assert 96 * 4 in rows and 128 * 4 in rows
+
+
+# -- tile geometry from a memory budget ----------------------------------------------------------
+@given(
+    st.integers(1, 3000),
+    st.integers(1, 3000),
+    SCALES,
+    st.sampled_from([0, 4, 16, 32]),
+    st.floats(50, 5000),
+    st.floats(2**26, 2**33),
+)
+@settings(max_examples=300, deadline=None)
+def test_plan_geometry_fits_the_budget_with_few_tiles(h, w, scale, halo, bpp, budget):
+    unit = tile_unit(scale)
+    tmax = min(largest_tile(budget, bpp, scale, halo), MAX_TILE)
+    if tmax < blend_overlap() + unit:
+        with pytest.raises(TilingError, match="memory budget"):
+            plan_geometry(h, w, scale=scale, halo=halo, bytes_per_pixel=bpp, budget_bytes=budget)
+        return
+    g = plan_geometry(h, w, scale=scale, halo=halo, bytes_per_pixel=bpp, budget_bytes=budget)
+    assert g.batch_bytes <= budget  # one batch through the model fits
+    assert g.tile % unit == 0 and g.tile <= tmax and g.overlap == blend_overlap()
+    grid = TileGrid(Window(row_off=0, col_off=0, height=h, width=w), g.tile, g.overlap, scale)
+    assert len(grid) == g.tiles
+    if h <= tmax and w <= tmax:
+        assert g.tiles == 1  # a region that fits runs whole
+    for length, n in ((h, grid.shape[0]), (w, grid.shape[1])):
+        fewest = 1 if length <= tmax else -(-(length - g.overlap) // (tmax - g.overlap))
+        assert n <= fewest + 1  # no more tiles than needed (+1: the other axis set the size)
+
+
+def test_default_model_geometry_small_raster_is_one_tile():
+    g = plan_geometry(256, 256, scale=4, halo=32, bytes_per_pixel=1300, budget_bytes=4 * 2**30)
+    assert g.tiles == 1 and g.tile == 256
+    g = plan_geometry(384, 320, scale=4, halo=32, bytes_per_pixel=1300, budget_bytes=2**30)
+    assert g.tiles > 1 and g.batch_bytes <= 2**30
+    # far bigger tiles than the old fixed 128 px: less halo recomputed per delivered pixel
+    assert g.tile > 128
+
+
+@given(
+    st.integers(0, 200),
+    st.integers(0, 200),
+    st.integers(1, 120),
+    st.integers(1, 120),
+    st.integers(0, 40),
+)
+@settings(max_examples=300, deadline=None)
+def test_halo_stops_at_the_raster_edges(r, c, h, w, halo):
+    bounds = Window(row_off=0, col_off=0, height=320, width=320)
+    win = Window(row_off=r, col_off=c, height=h, width=w)
+    top, bottom, left, right = halo_sides(win, halo, bounds)
+    assert top == min(halo, r) and left == min(halo, c)
+    assert bottom == max(0, min(halo, 320 - r - h)) and right == max(0, min(halo, 320 - c - w))
+    rw = read_window(win, (top, bottom, left, right))
+    if win.row_end <= 320 and win.col_end <= 320:
+        assert intersection(rw, bounds) == rw  # nothing is read (mirrored) beyond the raster
+    assert halo_sides(win, halo, None) == (halo,) * 4

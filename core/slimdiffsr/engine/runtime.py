@@ -181,23 +181,14 @@ class BicubicRunner:
     max_tile = 512  # the dense interpolation matrices cost O(tile) per pixel
 
     def __init__(self, scale: int = 4) -> None:
-        from slimdiffsr.models.card import ModelCard
+        from slimdiffsr.models.registry import bicubic_card
 
         if scale not in (2, 3, 4, 8):
             raise ModelError(f"bicubic scale must be 2, 3, 4 or 8, got {scale}")
         self.scale = scale
-        self.halo = 4
+        self.card = bicubic_card(scale)
+        self.halo = int(self.card.halo)
         self.in_channels: int | None = None
-        self.card = ModelCard(
-            name="bicubic",
-            architecture="bicubic",
-            scale=scale,
-            bands=[],
-            value_contract={},
-            description="Bicubic interpolation baseline (no learned weights).",
-            license="MIT",
-            halo=self.halo,
-        )
         self.model_hash = f"bicubic-x{scale}"
         self.precision = "fp32"
 
@@ -230,18 +221,11 @@ class OnnxRunner:
         import onnxruntime as ort
 
         from slimdiffsr.models.card import CARD_KEY, ModelCard
-        from slimdiffsr.models.onnx_export import SOURCE_HASH_KEY, read_onnx_metadata
+        from slimdiffsr.models.onnx_export import SOURCE_HASH_KEY
 
         self.path = Path(path)
-        meta = read_onnx_metadata(self.path)
-        if CARD_KEY not in meta:
-            raise ModelError(f"{self.path} is an ONNX file without a SlimDiffSR model card")
-        self.card = ModelCard.from_json(meta[CARD_KEY])
-        self.scale = int(self.card.scale)
-        self.halo = int(self.card.halo)
-        cfg = self.card.config or {}
-        self.in_channels = int(cfg.get("in_channels") or len(self.card.bands) or 3)
-        self.model_hash = model_hash or meta.get(SOURCE_HASH_KEY, "")[:16] or "unknown"
+        if not self.path.is_file():
+            raise ModelError(f"model file not found: {self.path}")
         available = ort.get_available_providers()
         dev = str(device).split(":")[0].lower()
         gpu = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
@@ -267,7 +251,6 @@ class OnnxRunner:
             )
             precision = "fp16"
         self.precision = precision
-        self.bytes_per_pixel = declared_bytes_per_pixel(meta, precision)
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = int(threads or cpu_threads())
@@ -296,6 +279,17 @@ class OnnxRunner:
             raise ModelError(f"ONNX Runtime cannot load {self.path.name}: {e}") from e
         self.providers = self.session.get_providers()
         self.input_name = self.session.get_inputs()[0].name
+        meta = dict(self.session.get_modelmeta().custom_metadata_map)
+        if CARD_KEY not in meta:
+            raise ModelError(f"{self.path} is an ONNX file without a SlimDiffSR model card")
+        self.card = ModelCard.from_json(meta[CARD_KEY], self.path)
+        self.scale = int(self.card.scale)
+        self.halo = int(self.card.halo)
+        cfg = self.card.config or {}
+        self.in_channels = int(cfg.get("in_channels") or len(self.card.bands) or 3)
+        self.source_sha256 = meta.get(SOURCE_HASH_KEY, "")
+        self.model_hash = model_hash or self.source_sha256[:16] or "unknown"
+        self.bytes_per_pixel = declared_bytes_per_pixel(meta, precision)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -407,23 +401,18 @@ def open_onnx(
     path = onnx_twin(target)
     if path is None:
         raise ModelError(f"{target.name} has no ONNX twin; use --runtime torch")
-    model_hash = None
+    runner = OnnxRunner(path, device=device, precision=precision, threads=threads)
     if target.suffix == ".safetensors":
         # the twin must be of these weights: a stale export would silently run other weights
         from slimdiffsr.models.card import file_sha256
-        from slimdiffsr.models.onnx_export import SOURCE_HASH_KEY, read_onnx_metadata
 
         src_hash = file_sha256(target)
-        recorded = read_onnx_metadata(path).get(SOURCE_HASH_KEY)
-        if recorded and recorded != src_hash:
+        if runner.source_sha256 and runner.source_sha256 != src_hash:
             raise ModelError(
                 f"{path.name} was exported from other weights than {target.name}; re-export "
                 "it with python -m slimdiffsr.models.onnx_export, or use --runtime torch"
             )
-        model_hash = src_hash[:16]
-    runner = OnnxRunner(path, device=device, precision=precision, threads=threads)
-    if model_hash:
-        runner.model_hash = model_hash
+        runner.model_hash = src_hash[:16]
     if scale is not None and scale != runner.scale:
         raise ModelError(
             f"model {runner.card.name} is x{runner.scale}, but scale {scale} was requested"
