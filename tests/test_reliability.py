@@ -386,3 +386,16 @@ def test_ungeoreferenced_input_gives_ungeoreferenced_output_with_a_warning(tmp_p
         assert ds.crs is None and not ds.gcps[0]
         assert ds.transform == Affine.identity()  # GDAL's "none", not a scaled invention
         assert "TIFFTAG_XRESOLUTION" not in ds.tags() and ds.shape == (192, 192)
+
+
+def test_temporary_names_are_unique_and_recognised_only_for_their_output(tmp_path):
+    from slimdiffsr.engine.lock import unique_temp
+
+    out = tmp_path / "out.tif"
+    a, b = unique_temp(out, ".partial.tif"), unique_temp(out, ".partial.tif")
+    assert a != b and a.parent == b.parent == tmp_path
+    assert protocol.is_temp_of("out.tif", a.name) and protocol.is_temp_of("out.tif", b.name)
+    other = unique_temp(tmp_path / "out.tif.x.tif", ".partial.tif")  # shares the prefix
+    assert not protocol.is_temp_of("out.tif", other.name)
+    assert protocol.is_temp_of("out.tif", protocol.lock_name("out.tif"))
+    assert protocol.is_temp_of("out.tif", protocol.journal_name("out.tif"))

@@ -410,6 +410,21 @@ def temp_glob(output_name: str) -> str:
     return temp_prefix(output_name) + "*"
 
 
+_TEMP_TAIL = re.compile(
+    r"(?:[a-z0-9_]{8}\.(?:qa\.)?(?:partial|cog|final)\.tif"  # tempfile names of this version
+    r"|lock|resume\.jsonl(?:\.new)?"  # the lock and the journal
+    r"|partial\.tif|partial\.json|cog\.tif)"  # fixed names of earlier versions
+    r"(?:\.aux\.xml)?"
+)
+
+
+def is_temp_of(output_name: str, file_name: str) -> bool:
+    """Whether ``file_name`` is a temporary file of a run writing ``output_name`` (and not, say,
+    one of a run writing ``output_name + '.x.tif'``, which shares the prefix)."""
+    prefix = temp_prefix(output_name)
+    return file_name.startswith(prefix) and bool(_TEMP_TAIL.fullmatch(file_name[len(prefix) :]))
+
+
 def lock_name(output_name: str) -> str:
     return f".{output_name}{LOCK_SUFFIX}"
 

@@ -589,7 +589,8 @@ class Job:
         for name in glob.glob(pattern, include_hidden=True):
             p = Path(name)
             if (
-                p not in keep_paths
+                protocol.is_temp_of(self.out.name, p.name)
+                and p not in keep_paths
                 and p.with_name(p.name.removesuffix(".aux.xml")) not in keep_paths
             ):
                 rio_io.remove_quietly(p)
