@@ -76,7 +76,9 @@ def test_seam_metric_sees_naive_tiling_not_the_engine(plot, tmp_path):
     interior = np.s_[:, 16:-16, 16:-16]
     assert np.abs(a - whole)[interior].max() < 1e-3
     # at the engine's own tile borders the output looks like the untiled image ...
-    borders = TileGrid(Window(0, 0, 160, 160), tile=64, overlap=16, scale=4).tile_borders()
+    borders = TileGrid(
+        Window(row_off=0, col_off=0, height=160, width=160), tile=64, overlap=16, scale=4
+    ).tile_borders()
     engine, ref = seam_metric(a, *borders)["ratio"], seam_metric(whole, *borders)["ratio"]
     assert abs(engine - ref) < 0.02 * ref
     assert abs(r.summary["seam_ratio"] - ref) < 0.05 * ref  # streamed while writing (sampled)
@@ -95,7 +97,9 @@ def test_nano_student_tiled_matches_untiled(tmp_path):
     assert (r1.summary["tiles_computed"], r2.summary["tiles_computed"]) == (1, 4)
     diff = np.abs(whole - tiled)
     assert diff.max() < 1.5 and diff.mean() < 0.15  # DN of 255, everywhere incl. borders
-    borders = TileGrid(Window(0, 0, 48, 48), tile=32, overlap=16, scale=4).tile_borders()
+    borders = TileGrid(
+        Window(row_off=0, col_off=0, height=48, width=48), tile=32, overlap=16, scale=4
+    ).tile_borders()
     ratio_tiled = seam_metric(tiled, *borders)["ratio"]
     ratio_whole = seam_metric(whole, *borders)["ratio"]  # same lines, no tiling at all
     assert abs(ratio_tiled - ratio_whole) < 0.05 * ratio_whole

@@ -31,7 +31,9 @@ class StripAccumulator:
 
     @property
     def window(self) -> Window:
-        return Window(self.y0, self.x0, self.capacity, self.x1 - self.x0)
+        return Window(
+            row_off=self.y0, col_off=self.x0, height=self.capacity, width=self.x1 - self.x0
+        )
 
     def _segments(self, r0: int, r1: int) -> list[tuple[int, int, int]]:
         """Absolute rows ``r0:r1`` as (start, stop, ring start) pieces that do not wrap."""

@@ -256,11 +256,18 @@ class Job:
         """Convert finished rows (model units) to raster values, mask, write, update the QA."""
         p, s = self.plan, self.up.scale
         _, hh, ww = data.shape
-        lr_win = Window(p.region.row_off + y0 // s, p.region.col_off + x0 // s, hh // s, ww // s)
+        lr_win = Window(
+            row_off=p.region.row_off + y0 // s,
+            col_off=p.region.col_off + x0 // s,
+            height=hh // s,
+            width=ww // s,
+        )
         lr, valid_lr = rio_io.read_region(src, p.bands, lr_win)
         out = self.writer.to_dn(data)
         valid = None if valid_lr.all() else np.repeat(np.repeat(valid_lr, s, axis=0), s, axis=1)
-        self.writer.write(dst, out, valid, rio_io.to_rio(Window(y0, x0, hh, ww)))
+        self.writer.write(
+            dst, out, valid, rio_io.to_rio(Window(row_off=y0, col_off=x0, height=hh, width=ww))
+        )
         self._qa_rows(chunk, out, lr, valid_lr, y0, x0, qa_dst, valid)
 
     def _qa_rows(
@@ -280,7 +287,7 @@ class Job:
         self.cons_stats.update(diff)
         ly0, lx0 = y0 // s, x0 // s
         if qa_dst is not None:
-            win = Window(ly0, lx0, diff.shape[1], diff.shape[2])
+            win = Window(row_off=ly0, col_off=lx0, height=diff.shape[1], width=diff.shape[2])
             qa_dst.write(diff, window=rio_io.to_rio(win))
         self.seam_stats.update(out, y0, x0, valid)
         # per-tile sums over the tiles' cores (LR, region-relative)
@@ -313,13 +320,13 @@ class Job:
             done = self.manifest.rows(ch.index)
             for y0 in range(0, done, p.block):
                 hh = min(p.block, done - y0)
-                win = Window(y0, ch.x0, hh, ch.x1 - ch.x0)
+                win = Window(row_off=y0, col_off=ch.x0, height=hh, width=ch.x1 - ch.x0)
                 out = dst.read(list(range(1, p.C + 1)), window=rio_io.to_rio(win))
                 lr_win = Window(
-                    p.region.row_off + y0 // s,
-                    p.region.col_off + ch.x0 // s,
-                    hh // s,
-                    win.width // s,
+                    row_off=p.region.row_off + y0 // s,
+                    col_off=p.region.col_off + ch.x0 // s,
+                    height=hh // s,
+                    width=win.width // s,
                 )
                 lr, valid_lr = rio_io.read_region(src, p.bands, lr_win)
                 valid = None

@@ -22,6 +22,7 @@ import rasterio
 from affine import Affine
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
+from rasterio.transform import rowcol
 from rasterio.windows import Window as RioWindow
 
 from slimdiffsr import protocol
@@ -38,13 +39,14 @@ def to_rio(w: Window) -> RioWindow:
 
 
 def window_transform(src: Any, w: Window) -> Affine:
-    """The affine of a window's top-left pixel (``src.window_transform`` without its warning)."""
+    """The affine of a window's top-left pixel. Not ``rasterio.windows.transform``: that one
+    multiplies with ``*``, which affine >= 2.4 reports as deprecated on every call."""
     return src.transform @ Affine.translation(w.col_off, w.row_off)
 
 
 def raster_window(src: Any) -> Window:
     """The whole raster as a window."""
-    return Window(0, 0, src.height, src.width)
+    return Window(row_off=0, col_off=0, height=src.height, width=src.width)
 
 
 # -- opening and describing the input ----------------------------------------------------------
@@ -189,12 +191,15 @@ def window_from_bounds(
         from rasterio.warp import transform_bounds
 
         xmin, ymin, xmax, ymax = transform_bounds(crs, src.crs, xmin, ymin, xmax, ymax)
-    inv = ~src.transform
-    cols, rows = zip(*(inv @ (x, y) for x in (xmin, xmax) for y in (ymin, ymax)))
+    # the four corners in pixel space (rasterio's from_bounds, minus its north-up check)
+    rows, cols = rowcol(src.transform, [xmin, xmax, xmax, xmin], [ymax, ymax, ymin, ymin], op=float)
     eps = 1e-6
     c0, c1 = math.floor(min(cols) + eps), math.ceil(max(cols) - eps)
     r0, r1 = math.floor(min(rows) + eps), math.ceil(max(rows) - eps)
-    win = intersection(Window(r0, c0, max(r1 - r0, 1), max(c1 - c0, 1)), raster_window(src))
+    win = intersection(
+        Window(row_off=r0, col_off=c0, height=max(r1 - r0, 1), width=max(c1 - c0, 1)),
+        raster_window(src),
+    )
     if win is None:
         raise InputError(f"the ROI {bounds} does not overlap the raster {src.name}")
     return win
@@ -203,7 +208,7 @@ def window_from_bounds(
 def window_from_pixels(src: Any, roi: tuple[int, int, int, int]) -> Window:
     """A pixel ROI ``(col_off, row_off, width, height)``; it must lie inside the raster."""
     col, row, width, height = (int(v) for v in roi)
-    win = Window(row, col, height, width)
+    win = Window(row_off=row, col_off=col, height=height, width=width)
     if width < 1 or height < 1 or intersection(win, raster_window(src)) != win:
         raise InputError(
             f"pixel ROI (col {col}, row {row}, {width}x{height}) is not inside the raster "

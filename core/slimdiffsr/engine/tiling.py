@@ -41,9 +41,13 @@ class TilingError(InputError):
     """Tile size, overlap, margin or scale are inconsistent."""
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, kw_only=True)
 class Window:
-    """A rectangle of pixels: ``row_off``/``col_off`` may be negative (beyond the raster)."""
+    """A rectangle of pixels: ``row_off``/``col_off`` may be negative (beyond the raster).
+
+    Keyword-only: rasterio's ``Window`` takes (col_off, row_off, width, height) positionally, the
+    other order; ``engine.raster_io.to_rio`` converts.
+    """
 
     row_off: int
     col_off: int
@@ -71,14 +75,29 @@ class Window:
 
     def scaled(self, s: int) -> Window:
         """The same ground area at ``s`` times the resolution."""
-        return Window(self.row_off * s, self.col_off * s, self.height * s, self.width * s)
+        return Window(
+            row_off=self.row_off * s,
+            col_off=self.col_off * s,
+            height=self.height * s,
+            width=self.width * s,
+        )
 
     def shifted(self, drow: int, dcol: int) -> Window:
-        return Window(self.row_off + drow, self.col_off + dcol, self.height, self.width)
+        return Window(
+            row_off=self.row_off + drow,
+            col_off=self.col_off + dcol,
+            height=self.height,
+            width=self.width,
+        )
 
     def padded(self, n: int) -> Window:
         """Grown by ``n`` pixels on every side."""
-        return Window(self.row_off - n, self.col_off - n, self.height + 2 * n, self.width + 2 * n)
+        return Window(
+            row_off=self.row_off - n,
+            col_off=self.col_off - n,
+            height=self.height + 2 * n,
+            width=self.width + 2 * n,
+        )
 
     def relative_to(self, other: Window) -> Window:
         """This window in the coordinates of ``other``'s top-left corner."""
@@ -99,7 +118,7 @@ def intersection(a: Window, b: Window) -> Window | None:
     r1, c1 = min(a.row_end, b.row_end), min(a.col_end, b.col_end)
     if r1 <= r0 or c1 <= c0:
         return None
-    return Window(r0, c0, r1 - r0, c1 - c0)
+    return Window(row_off=r0, col_off=c0, height=r1 - r0, width=c1 - c0)
 
 
 def clip_with_padding(window: Window, bounds: Window) -> tuple[Window, tuple[int, int, int, int]]:
@@ -343,7 +362,10 @@ def read_window(window: Window, sides: tuple[int, int, int, int]) -> Window:
     """``window`` grown by (top, bottom, left, right) pixels."""
     t, b, left, r = sides
     return Window(
-        window.row_off - t, window.col_off - left, window.height + t + b, window.width + left + r
+        row_off=window.row_off - t,
+        col_off=window.col_off - left,
+        height=window.height + t + b,
+        width=window.width + left + r,
     )
 
 
@@ -410,10 +432,10 @@ class TileGrid:
 
     def tile_at(self, row: int, col: int) -> Tile:
         w = Window(
-            self.region.row_off + self.row_starts[row],
-            self.region.col_off + self.col_starts[col],
-            self.tile_height,
-            self.tile_width,
+            row_off=self.region.row_off + self.row_starts[row],
+            col_off=self.region.col_off + self.col_starts[col],
+            height=self.tile_height,
+            width=self.tile_width,
         )
         return Tile(row, col, w)
 
