@@ -96,3 +96,51 @@ def test_package_imports_without_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# Exceptions outside the one root, each on purpose:
+OUTSIDE_ROOT = {
+    "ProtocolError": "protocol.py is stdlib-only and runs inside QGIS without slimdiffsr",
+}
+
+
+def test_every_core_error_is_a_slimdiffsr_error() -> None:
+    """Callers catch ``SlimDiffSRError`` for "your input or setup is wrong"; an error class that
+    is not under it turns a one-line message into a traceback (checked with ``ast``)."""
+    import builtins
+
+    builtin_errors = {
+        n for n, v in vars(builtins).items() if isinstance(v, type) and issubclass(v, Exception)
+    }
+    warnings_ = {n for n in builtin_errors if n.endswith("Warning")}
+    bases: dict[str, tuple[str, list[str]]] = {}
+    for py in sorted(PKG.rglob("*.py")):
+        for node in ast.walk(ast.parse(py.read_text(), filename=str(py))):
+            if isinstance(node, ast.ClassDef):
+                names = [
+                    b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases
+                ]
+                bases[node.name] = (str(py.relative_to(ROOT)), names)
+
+    def is_error(name: str, seen: tuple[str, ...] = ()) -> bool:
+        if name in builtin_errors:
+            return name not in warnings_
+        return (
+            name in bases
+            and name not in seen
+            and any(is_error(b, (*seen, name)) for b in bases[name][1])
+        )
+
+    def rooted(name: str, seen: tuple[str, ...] = ()) -> bool:
+        if name == "SlimDiffSRError":
+            return True
+        return (
+            name in bases
+            and name not in seen
+            and any(rooted(b, (*seen, name)) for b in bases[name][1])
+        )
+
+    errors = [n for n in bases if n != "SlimDiffSRError" and is_error(n)]
+    assert {"EvaluateError", "MetricUnavailable", "ConfigError", "InputError"} <= set(errors)
+    stray = [f"{bases[n][0]}: {n}" for n in errors if not rooted(n) and n not in OUTSIDE_ROOT]
+    assert stray == []
