@@ -23,6 +23,12 @@ RULES: dict[Path, tuple[str, ...]] = {
     PKG / "engine": ("slimdiffsr.cli", "slimdiffsr.worker", "slimdiffsr.data", "accelerate"),
     ROOT / "qgis_plugin": ("torch", "rasterio", "slimdiffsr", "diffusers", "numpy"),
     ROOT / "training": ("slimdiffsr.engine", "slimdiffsr.worker", "qgis", "qgis_plugin"),
+    PKG / "training": (
+        "slimdiffsr.engine",
+        "slimdiffsr.cli",
+        "slimdiffsr.worker",
+        "slimdiffsr.cluster",
+    ),
 }
 # Light modules: besides the standard library, each may import only what is listed (checked for
 # every import in the file, also those inside functions).
