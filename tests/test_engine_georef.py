@@ -111,11 +111,14 @@ def test_naip_four_bands_roi_in_another_crs(tmp_path):
 
 @pytest.mark.slow
 def test_nano_student_on_naip_roi(tmp_path):
-    """The engine runs the student exactly as it runs bicubic (3 bands, first three by default)."""
+    """The engine runs the student exactly as it runs bicubic: the first three bands through the
+    model, near-infrared kept (bicubic), all four in the output."""
     need(NAIP)
     r = upscale(NAIP, tmp_path / "nano.tif", model=nano_model(), roi_window=(400, 300, 24, 24))
     with rasterio.open(NAIP) as src, rasterio.open(r.output) as dst:
         assert_aligned(src, dst, 4, rasterio.windows.Window(400, 300, 24, 24))
-        assert dst.count == 3 and (dst.width, dst.height) == (96, 96)
-        assert dst.tags()["SLIMDIFFSR_BANDS"] == "1,2,3"
+        assert dst.count == 4 and (dst.width, dst.height) == (96, 96)
+        assert dst.tags()["SLIMDIFFSR_BANDS"] == "1,2,3,4"
+        assert dst.tags()["SLIMDIFFSR_BANDS_SR"] == "1,2,3"
+        assert dst.tags(4)["SLIMDIFFSR_METHOD"] == "bicubic"
     assert r.summary["tiles_computed"] == 1 and r.summary["halo"] == 32
