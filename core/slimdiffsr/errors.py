@@ -11,6 +11,7 @@ Stdlib only: the worker imports this before torch.
 from __future__ import annotations
 
 import errno
+import re
 
 
 class SlimDiffSRError(Exception):
@@ -109,8 +110,10 @@ def one_line(e: BaseException) -> str:
         where = e.filename if e.filename is not None else ""
         return f"{where}: {e.strerror}" if where else e.strerror
     text = str(e).strip() or type(e).__name__
-    if isinstance(e, RuntimeError) and error_kind(e) == "memory":
-        text = "out of memory: " + text.splitlines()[0]
+    if error_kind(e) == "memory" and not isinstance(e, SlimDiffSRError):
+        m = re.search(r"allocate (\d+) bytes", text)
+        need = f" for {int(m.group(1)) / 1e6:.0f} MB" if m else ""
+        text = f"out of memory{need}; lower --tile, --batch-size or --memory-mb"
     return " ".join(text.split())[:1000]
 
 
