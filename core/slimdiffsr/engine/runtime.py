@@ -202,7 +202,8 @@ class OnnxRunner:
     """An ONNX model file in an ONNX Runtime session.
 
     ``device``: ``auto`` (CUDA where ONNX Runtime has it, else CPU), ``cuda`` or ``cpu``.
-    Providers are tried in the order TensorRT, CUDA, CPU (as installed). ``precision`` fp16 on
+    Providers are tried in the order TensorRT, CUDA, CPU (as installed; ``provider="cuda"``
+    skips TensorRT). ``precision`` fp16 on
     a GPU converts the graph to float16 (inputs and outputs stay float32) or, on TensorRT, lets
     it build fp16 engines; bf16 is TensorRT-only. On the CPU everything runs in fp32.
     """
@@ -217,6 +218,7 @@ class OnnxRunner:
         precision: str = "fp32",
         threads: int | None = None,
         model_hash: str | None = None,
+        provider: str = "auto",
     ) -> None:
         import onnxruntime as ort
 
@@ -229,6 +231,8 @@ class OnnxRunner:
         available = ort.get_available_providers()
         dev = str(device).split(":")[0].lower()
         gpu = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
+        if provider == "cuda":  # ``provider`` (benchmarks): auto | cuda | tensorrt
+            gpu = [p for p in gpu if p != "TensorrtExecutionProvider"]
         if dev == "cuda" and not gpu:
             raise DeviceError(
                 "CUDA was requested but this ONNX Runtime has no CUDA execution provider "
