@@ -408,3 +408,35 @@ def test_temporary_names_are_unique_and_recognised_only_for_their_output(tmp_pat
     assert not protocol.is_temp_of("out.tif", other.name)
     assert protocol.is_temp_of("out.tif", protocol.lock_name("out.tif"))
     assert protocol.is_temp_of("out.tif", protocol.journal_name("out.tif"))
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_interrupt_during_the_final_copy_leaves_no_half_file(resume, small, tmp_path, monkeypatch):
+    """Ctrl-C/SIGTERM is delivered right after GDAL's final copy returns: what remains is
+    nothing (or, with resume, the partial and its journal), never a half-made final file."""
+    import rasterio.shutil
+
+    def copy_then_interrupt(*args, **kwargs):
+        real_copy(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    real_copy = rasterio.shutil.copy
+    monkeypatch.setattr(rasterio.shutil, "copy", copy_then_interrupt)
+    out = tmp_path / "o.tif"
+    with pytest.raises(KeyboardInterrupt):
+        upscale(small, out, model="bicubic", tile=32, overlap=16, resume=resume)
+    left = sorted(kind_of(p.name) for p in tmp_path.iterdir() if p != small)
+    assert left == (["journal", "partial"] if resume else [])
+    monkeypatch.undo()
+    journal = Manifest.read(out.with_name(protocol.journal_name(out.name)))
+    finished = len(journal.tiles) if resume else 0
+    assert finished > 0 or not resume
+    r = upscale(small, out, model="bicubic", tile=32, overlap=16, resume=resume)
+    assert r.summary["tiles_reused"] == finished and temp_files(out) == []
+    assert r.summary["tiles_computed"] == r.summary["tiles"] - finished
+
+
+def kind_of(name: str) -> str:
+    if name.endswith(".resume.jsonl"):
+        return "journal"
+    return name.rsplit(".", 2)[-2]

@@ -626,6 +626,13 @@ class Job:
         except (OSError, RasterioIOError) as e:
             self._cleanup()
             raise DiskSpaceError(f"could not finish {self.out}: {e}") from e
+        except BaseException:  # Ctrl-C / SIGTERM during the final copy: no half-made files
+            if self.o.resume:  # the partial and the journal stay for the next run
+                keep = {self.partial, self.qa_partial}
+                rio_io.remove_quietly(*(t for t in self.temps if t not in keep))
+            else:
+                self._cleanup()
+            raise
         rio_io.remove_quietly(self.manifest_path)
         elapsed = time.perf_counter() - t0
         summary = self._summary(elapsed)
