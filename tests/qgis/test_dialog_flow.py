@@ -123,7 +123,13 @@ def test_real_toolbox_dialog_loads_the_result(
     assert wait_until(lambda: bool(finished), 120), dlg.textLog.toPlainText()
     assert finished == [True]
     assert_loaded_result(styled_layer, str(out))
+    # delete the dialog now: left to Python's exit, it would outlive QGIS and crash
+    from qgis.PyQt.QtCore import QCoreApplication, QEvent
+
     dlg.close()
+    dlg.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    del dlg, panel
 
 
 def test_run_and_load_results_names_the_layer(plugin, backend_python, styled_layer, tmp_path):

@@ -311,3 +311,37 @@ def test_dock_compare_preview_with_bicubic(dock, model_name, qgis_iface, tmp_pat
     assert root.findLayer(bicubic_id).isVisible() and not root.findLayer(model_id).isVisible()
     dock.compare_check.setChecked(False)
     assert root.findLayer(model_id).isVisible() and not root.findLayer(bicubic_id).isVisible()
+
+
+def test_results_go_to_the_output_folder(dock, tmp_path) -> None:
+    """No output file chosen: a new file in the output folder (kept after QGIS exits)."""
+    from qgis.core import QgsApplication
+
+    from qgis_plugin import settings
+
+    project_file = tmp_path / "proj" / "survey.qgz"
+    project_file.parent.mkdir()
+    QgsProject.instance().setFileName(str(project_file))
+    try:
+        assert settings.default_output_dir() == project_file.parent / "SlimDiffSR"
+    finally:
+        QgsProject.instance().setFileName("")
+    folder = tmp_path / "results"
+    dock.folder_widget.setFilePath(str(folder))
+    dock.temporary_check.setChecked(False)
+    assert settings.output_dir() == folder
+    alg = QgsApplication.processingRegistry().createAlgorithmById("slimdiffsr:superresolve")
+    default = Path(alg.parameterDefinition("OUTPUT").defaultValue())
+    assert default.parent == folder and default.suffix == ".tif"  # the toolbox offers it too
+    data = (np.indices((20, 20)).sum(0) * 6 % 256).astype(np.uint8)
+    layer = add_layer(write_raster(tmp_path / "keep.tif", np.stack([data] * 3)), "keep")
+    dock.layer_combo.setLayer(layer)
+    choose_model(dock, "bicubic-x4")
+    dock.output_widget.setFilePath("")
+    ok, result = run_and_wait(dock)
+    assert ok, dock.log_view.toPlainText()
+    assert Path(result.source()).parent == folder
+    assert Path(result.source()).name == "keep_SR_x4_bicubic-x4.tif"
+    ok, again = run_and_wait(dock)  # never replaces an earlier result
+    assert Path(again.source()).name == "keep_SR_x4_bicubic-x4_2.tif"
+    settings.set_output_dir(None)

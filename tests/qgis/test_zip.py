@@ -90,6 +90,7 @@ def test_installed_plugin_loads_in_qgis(profile: Path, tmp_path: Path) -> None:
     script.write_text(
         textwrap.dedent(
             """
+            import os
             import sys
             from pathlib import Path
             from qgis.core import QgsApplication
@@ -128,8 +129,23 @@ def test_installed_plugin_loads_in_qgis(profile: Path, tmp_path: Path) -> None:
             reg = QgsApplication.processingRegistry()
             assert reg.algorithmById("slimdiffsr:superresolve") is not None
             qgis.utils.plugins["slimdiffsr"].ensure_dock()
+            backend = sys.modules["slimdiffsr.backend"]
+            pid = None
+            if os.environ.get("SLIMDIFFSR_PYTHON"):
+                backend.list_models()  # the warm worker, as after a first run
+                pid = backend.shared_worker_pid()
+                assert pid is not None
             assert qgis.utils.unloadPlugin("slimdiffsr")
             assert reg.providerById("slimdiffsr") is None
+            if pid is not None:  # the worker went with the plugin
+                assert backend.shared_worker_pid() is None
+                try:
+                    os.kill(pid, 0)
+                    state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+                    assert state == "Z", state
+                except ProcessLookupError:
+                    pass
+                print("WORKER STOPPED")
             print("LOADED", qgis.utils.pluginMetadata("slimdiffsr", "version"))
             app.exitQgis()
             """
@@ -144,6 +160,8 @@ def test_installed_plugin_loads_in_qgis(profile: Path, tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "LOADED 0.1.0" in r.stdout
+    if os.environ.get("SLIMDIFFSR_PYTHON"):
+        assert "WORKER STOPPED" in r.stdout
 
 
 def test_qgis_process_runs_installed_plugin(
