@@ -106,3 +106,61 @@ def test_peak_rss_bounded_on_multi_gb_output(tmp_path):
         # spot-check the far corner (last chunk, last block row) holds real values
         corner = d.read(1, window=rasterio.windows.Window(N * 4 - 64, N * 4 - 64, 64, 64))
     assert corner.std() > 1
+
+
+MODEL_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import numpy as np
+    from slimdiffsr.engine.run import Upscaler
+    up = Upscaler("default", runtime=sys.argv[3], device="cpu", threads=1,
+                  tile_memory_mb=int(sys.argv[4]), memory_mb=128)
+    up.forward(np.zeros((1, 3, 8, 8), np.float32))  # lazy kernels and arenas of a tiny call
+    with open("/proc/self/statm") as f:
+        base = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    t = time.perf_counter()
+    r = up.run(sys.argv[1], sys.argv[2], compress="none")
+    with open("/proc/self/status") as f:
+        peak = next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
+    print(json.dumps({"baseline_mb": base, "peak_mb": peak, "time_s": time.perf_counter() - t,
+                      "tile": r.summary["tile"], "tiles": r.summary["tiles"],
+                      "bytes_per_pixel": up.runner.bytes_per_pixel}))
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for the peak")
+def test_default_model_peak_bounded_by_the_tile_budget(tmp_path):
+    """The default model at tiles sized from a 768 MB budget (several tiles, each near the
+    largest that fits): peak growth stays within that budget + the strip + GDAL's cache +
+    256 MB slack. This checks that the model's declared bytes per pixel are an upper bound."""
+    from engine_util import texture, write_raster
+
+    from slimdiffsr.engine.runtime import available_runtimes
+
+    runtime = "onnx" if "onnx" in available_runtimes() else "torch"
+    budget = 768
+    src = write_raster(tmp_path / "in.tif", (texture(3, 192, 256, seed=2) * 255).astype(np.uint8))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            MODEL_SCRIPT,
+            str(src),
+            str(tmp_path / "o.tif"),
+            runtime,
+            str(budget),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    growth = res["peak_mb"] - res["baseline_mb"]
+    bound = budget + 128 + GDAL_CACHE_MB + 256
+    print(f"{runtime}: {res['tiles']} tiles of {res['tile']} px, peak growth {growth:.0f} MB")
+    assert res["tiles"] > 1 and res["tile"] > 64  # several large tiles, not the old 128 grid
+    assert growth <= bound, f"peak RSS grew by {growth:.0f} MB (bound {bound} MB)"
