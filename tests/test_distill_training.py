@@ -270,7 +270,9 @@ def test_distillation_with_tiny_teacher(
     from slimdiffsr.testing import build_tiny_teacher
     from slimdiffsr.training.distill import run
 
-    teacher = build_tiny_teacher(tmp_path).export_merged(tmp_path / "teacher")  # stage 1's OUT/teacher
+    teacher = build_tiny_teacher(tmp_path).export_merged(
+        tmp_path / "teacher"
+    )  # stage 1's OUT/teacher
     out = tmp_path / "dis"
     over = _tiny_overrides(
         tiny_data, out, teacher=str(teacher), max_train_steps=2, loss_adv=0.1, discriminator="tiny"
