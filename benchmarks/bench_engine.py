@@ -7,6 +7,10 @@ shapes, same batches, already on the device). Overhead ratio = engine time / bar
 <= 1.15 with a real network). Bicubic is reported too: there the "model" costs almost nothing,
 so the ratio shows the engine's fixed cost per pixel, not a target.
 
+This compares against the same padded tiles, so it cannot see work spent on halos and overlaps;
+``bench_runtime.py`` measures the engine against one bare forward of the raster's own pixels
+(the delivered pixels), with the default tile geometry, per runtime.
+
     python benchmarks/bench_engine.py                          # nano student + bicubic on the CPU
     python benchmarks/bench_engine.py --device cuda --precision fp32,fp16 --size 1024
 """

@@ -60,8 +60,16 @@ def bench_engine(a: argparse.Namespace, src: Path, tmp: Path) -> dict:
     }
     x = model_input(src)
     rows: dict[str, dict] = {
-        rt: {"bare": [], "engine": [], "bare_cpu": [], "engine_cpu": []} for rt in runtimes
+        rt: {"bare": [], "engine": [], "bare_cpu": [], "engine_cpu": [], "cli": []}
+        for rt in runtimes
     }
+    from slimdiffsr.cli import main as cli_main
+
+    def cli(rt: str, out: Path) -> int:
+        """The whole command in this process: model loading, engine, writing."""
+        argv = ["upscale", str(src), str(out), "--overwrite", "-q", "--runtime", rt]
+        return cli_main([*argv, "--threads", str(a.threads), "--device", "cpu"])
+
     for up in ups.values():  # warm-up: lazy kernels, allocator, ORT arena
         up.forward(x)
     outs = {}
@@ -75,6 +83,10 @@ def bench_engine(a: argparse.Namespace, src: Path, tmp: Path) -> dict:
             rows[rt]["engine"].append(w)
             rows[rt]["engine_cpu"].append(c)
             rows[rt]["tiles"] = res.summary["tiles"]
+            if a.cli:
+                w, _, rc = timed(lambda rt=rt, out=out: cli(rt, out))
+                assert rc == 0
+                rows[rt]["cli"].append(w)
             rows[rt]["tile"] = res.summary["tile"]
             outs[rt] = out
     report: dict = {"size": a.size, "threads": a.threads, "model": a.model}
@@ -90,6 +102,9 @@ def bench_engine(a: argparse.Namespace, src: Path, tmp: Path) -> dict:
             "efficiency_cpu_time": round(min(d["bare_cpu"]) / min(d["engine_cpu"]), 3),
             "output_mp_per_s": round(mp / eng, 4),
         }
+        if d["cli"]:
+            report[rt]["cli_in_process_s"] = round(min(d["cli"]), 3)
+            report[rt]["efficiency_bare_over_cli"] = round(bare / min(d["cli"]), 3)
     if "onnx" in rows and "torch" in rows:
         report["onnx_speedup_end_to_end"] = round(
             min(rows["torch"]["engine"]) / min(rows["onnx"]["engine"]), 3
@@ -172,6 +187,7 @@ def main() -> None:
     p.add_argument("--worker-size", type=int, default=64)
     p.add_argument("--worker-runtime", default="auto")
     p.add_argument("--skip-worker", action="store_true")
+    p.add_argument("--cli", action="store_true", help="also time the CLI command in-process")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     try:
