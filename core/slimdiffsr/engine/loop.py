@@ -535,8 +535,10 @@ class Job:
 
     @staticmethod
     def _sparse(profile: dict[str, Any]) -> dict[str, Any]:
-        """Partials leave unwritten blocks empty (no blank blocks written at each checkpoint)."""
-        return {**profile, "SPARSE_OK": True}
+        """Partials are uncompressed (the final copy compresses once) and leave unwritten blocks
+        empty (no blank blocks written at each checkpoint)."""
+        raw = {k: v for k, v in profile.items() if k not in ("compress", "predictor")}
+        return {**raw, "SPARSE_OK": True}
 
     def _temp(self, suffix: str) -> Path:
         path = unique_temp(self.out, suffix)

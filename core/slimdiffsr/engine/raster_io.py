@@ -412,9 +412,12 @@ def estimate_bytes(width: int, height: int, count: int, dtype: str) -> int:
 
 
 def check_free_space(folder: Path, uncompressed: int, compressed: bool, cog: bool) -> None:
-    """Refuse to start when the output cannot fit; compressed sizes are guessed at 1/8."""
-    need = uncompressed // 8 if compressed else uncompressed
-    need *= 2  # the partial and its final (or COG) copy exist together for a moment
+    """Refuse to start when the output cannot fit; compressed sizes are guessed at 1/8.
+
+    The run writes an uncompressed partial and copies it into the (compressed) final file or COG
+    at the end, so both exist together for a moment.
+    """
+    need = uncompressed + (uncompressed // 8 if compressed else uncompressed)
     free = shutil.disk_usage(folder).free
     if free < need:
         raise DiskSpaceError(
