@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from slimdiffsr import __version__
+from slimdiffsr import __version__, protocol
 from slimdiffsr.errors import SlimDiffSRError, error_kind, one_line
 
 PROG = "slimdiffsr"
@@ -90,13 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "-m",
         "--model",
-        default="default",
+        default=protocol.UPSCALE_PARAMS["model"],
         help="installed name or .safetensors path (default: %(default)s; 'bicubic' for the baseline)",
     )
     g.add_argument(
         "--scale",
         type=int,
-        choices=(2, 3, 4, 8),
+        choices=protocol.SCALES,
         help="upscaling factor; must match the model (bicubic: any)",
     )
     g.add_argument(
@@ -152,20 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--runtime",
         default="auto",
-        choices=("auto", "torch", "onnx"),
+        choices=protocol.RUNTIMES,
         help="onnx: ONNX Runtime (faster on CPUs; the light backend has only this); torch: eager "
         "PyTorch; auto: ONNX Runtime where installed and the model has an .onnx twin (default)",
     )
     g.add_argument(
         "--device",
-        default="auto",
-        choices=("auto", "cuda", "mps", "cpu"),
+        default=protocol.UPSCALE_PARAMS["device"],
+        choices=protocol.DEVICES,
         help="default: CUDA, then Apple MPS, then CPU",
     )
     g.add_argument(
         "--precision",
-        default="fp32",
-        choices=("fp32", "fp16", "bf16"),
+        default=protocol.UPSCALE_PARAMS["precision"],
+        choices=protocol.PRECISIONS,
         help="fp16/bf16 autocast on GPUs (default: %(default)s)",
     )
     g.add_argument("--threads", type=int, help="CPU threads (default: the cores available)")
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--compress",
         default="deflate",
-        choices=("deflate", "zstd", "lzw", "none"),
+        choices=protocol.COMPRESSIONS,
         help="GeoTIFF compression (default: %(default)s)",
     )
     g.add_argument(
