@@ -112,6 +112,9 @@ def test_stale_onnx_twin_is_refused(tmp_path):
     shutil.copy(onnx_twin(SHIPPED), tmp_path / "other.onnx")
     with pytest.raises(ModelError, match="exported from other weights"):
         open_onnx(str(path))
+    with pytest.warns(UserWarning, match="exported from other weights"):
+        up = Upscaler(str(path), runtime="auto", device="cpu")  # auto falls back to torch
+    assert up.runtime == "torch" and up.model_hash == file_sha256(path)[:16]
     with pytest.raises(ModelError, match="no ONNX twin"):
         (tmp_path / "other.onnx").unlink()
         resolve_runtime("onnx", str(path), "cpu")

@@ -105,6 +105,9 @@ def main() -> int:
     card.description = a.description
     dest = Path(a.dest) / f"{card.name}.safetensors"
     save_model_file(load_file(str(src)), card, dest)
+    from slimdiffsr.models.onnx_export import export_onnx
+
+    print(f"wrote {export_onnx(dest)} (the ONNX twin: --runtime onnx and the light backend)")
     lines = [f"# Model card: {card.name}", "", card.description, ""]
     lines += ["## Use", "", f"- scale x{card.scale}; bands {', '.join(card.bands)};"]
     lines += [f"- input value contract: {json.dumps(card.value_contract)};"]

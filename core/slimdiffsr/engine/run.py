@@ -35,10 +35,12 @@ from slimdiffsr.engine.preflight import Preflight
 from slimdiffsr.engine.preflight import preflight as run_preflight
 from slimdiffsr.engine.qa import enforce_lr_consistency
 from slimdiffsr.engine.runtime import (
+    StaleOnnxError,
     TorchRunner,
     cpu_threads,
     declared_model_bytes,
     enforce_lr_consistency_np,
+    installed,
     open_onnx,
     resolve_runtime,
 )
@@ -169,9 +171,26 @@ class Upscaler:
             if declared:
                 self.runner.bytes_per_pixel = declared
         else:
-            self.runner = open_onnx(
-                str(model), scale=scale, device=str(device), precision=precision, threads=threads
-            )
+            try:
+                self.runner = open_onnx(
+                    str(model),
+                    scale=scale,
+                    device=str(device),
+                    precision=precision,
+                    threads=threads,
+                )
+            except StaleOnnxError as e:
+                if str(runtime).lower() != "auto" or not installed("torch"):
+                    raise
+                warnings.warn(f"{e}; running the torch model", UserWarning, stacklevel=2)
+                self.__init__(  # type: ignore[misc]
+                    model, scale=scale, device=device, precision=precision, runtime="torch",
+                    tile=tile, overlap=overlap, halo=halo, margin=margin, batch_size=batch_size,
+                    consistency=consistency, consistency_iterations=consistency_iterations,
+                    memory_mb=memory_mb, tile_memory_mb=tile_memory_mb, threads=threads,
+                    detail=detail,
+                )  # fmt: skip
+                return
             self.model = self.runner
             self.device = self.runner.device
             precision = self.runner.precision

@@ -31,6 +31,10 @@ RUNTIMES = ("auto", "torch", "onnx")
 DEFAULT_BYTES_PER_PIXEL = 2048.0
 
 
+class StaleOnnxError(ModelError):
+    """The ``.onnx`` twin was exported from other weights than the ``.safetensors`` beside it."""
+
+
 def installed(module: str) -> bool:
     """Whether a module can be imported, without importing it."""
     try:
@@ -412,7 +416,7 @@ def open_onnx(
 
         src_hash = file_sha256(target)
         if runner.source_sha256 and runner.source_sha256 != src_hash:
-            raise ModelError(
+            raise StaleOnnxError(
                 f"{path.name} was exported from other weights than {target.name}; re-export "
                 "it with python -m slimdiffsr.models.onnx_export, or use --runtime torch"
             )
