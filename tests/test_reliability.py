@@ -430,10 +430,10 @@ def test_interrupt_during_the_final_copy_leaves_no_half_file(resume, small, tmp_
     monkeypatch.undo()
     journal = Manifest.read(out.with_name(protocol.journal_name(out.name)))
     finished = len(journal.tiles) if resume else 0
-    assert finished > 0 or not resume
     r = upscale(small, out, model="bicubic", tile=32, overlap=16, resume=resume)
     assert r.summary["tiles_reused"] == finished and temp_files(out) == []
-    assert r.summary["tiles_computed"] == r.summary["tiles"] - finished
+    # every row was on disk before the interrupt: a resumed run computes nothing
+    assert r.summary["tiles_computed"] == (0 if resume else r.summary["tiles"])
 
 
 def kind_of(name: str) -> str:

@@ -459,7 +459,8 @@ class Job:
             y_done = man.rows(ch.index)
             todo: list[Tile] = []
             for r in range(n_rows):
-                bottom = (grid.row_starts[r] + grid.tile_height) * s
+                # rows past the region's end are never written: the tile is done at its end
+                bottom = min((grid.row_starts[r] + grid.tile_height) * s, grid.hr_shape()[0])
                 for c in ch.cols:
                     if bottom <= y_done:  # finished in an earlier run: never recomputed
                         self.counts["reused"] += 1
@@ -511,7 +512,7 @@ class Job:
         s = self.up.scale
         prefix = f"{chunk}:"
         for r, rs in enumerate(p.grid.row_starts):
-            if (rs + p.grid.tile_height) * s > y_end:
+            if min((rs + p.grid.tile_height) * s, hr_h) > y_end:
                 break
             for c in p.chunks[chunk].cols:
                 key = prefix + p.grid.tile_at(r, c).window.key()
