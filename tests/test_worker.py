@@ -215,3 +215,33 @@ def test_protocol_helpers():
         "cancelled",
         "internal",
     }
+
+
+def test_one_worker_serves_many_jobs_loading_the_model_once(tmp_path, raster):
+    """A kept worker (the plugin's) pays model loading once per settings, not once per job."""
+    log = tmp_path / "worker.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "slimdiffsr.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+        try:
+            assert P.decode(proc.stdout.readline())["type"] == "hello"
+            for i, model in enumerate(["bicubic", "bicubic", "bicubic", "bicubic-x8"]):
+                proc.stdin.write(P.encode(job(i, raster, tmp_path / f"o{i}.tif", model=model)))
+                proc.stdin.flush()
+                while (msg := P.decode(proc.stdout.readline()))["type"] == "progress":
+                    pass
+                assert msg["type"] == "result" and msg["id"] == i, msg
+                assert (tmp_path / f"o{i}.tif").exists()
+            proc.stdin.write(P.encode({"type": "shutdown"}))
+            proc.stdin.flush()
+            assert proc.wait(60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    loads = [line for line in log.read_text().splitlines() if line.startswith("loaded ")]
+    assert len(loads) == 2, loads  # three x4 jobs on one engine, then the x8 model

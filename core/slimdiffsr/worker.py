@@ -74,7 +74,9 @@ class Worker:
         key = json.dumps([model, sorted(settings.items())], default=str)
         if self.engine is None or self.engine[0] != key:
             self.engine = None  # free the old model before loading the next
-            self.engine = (key, Upscaler(model, **settings))
+            up = Upscaler(model, **settings)
+            print(f"loaded {up.model_name} ({up.runtime} on {up.device})", file=sys.stderr)
+            self.engine = (key, up)
         return self.engine[1]
 
     # -- reader thread -----------------------------------------------------------------------
