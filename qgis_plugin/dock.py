@@ -416,7 +416,8 @@ class SlimDiffSRDock(QgsDockWidget):
 
     # -- what will happen --------------------------------------------------------------------
     def _schedule_plan(self, *_: object) -> None:
-        if hasattr(self, "plan_label"):
+        """Recompute the plan shortly after the last change, while the panel is on screen."""
+        if hasattr(self, "plan_label") and self.isVisible():
             self._plan_timer.start()
 
     def update_plan(self) -> None:
@@ -702,12 +703,22 @@ class SlimDiffSRDock(QgsDockWidget):
         if not getattr(self, "_described", False):
             self._described = True
             self.refresh_models()
+        self._schedule_plan()
 
     def shutdown(self) -> None:
-        """Cancel a running task when the plugin unloads."""
+        """Cancel a running task and wait for the background ones when the plugin unloads.
+
+        A Python task still running when QGIS tears down would run into freed objects.
+        """
         self._plan_timer.stop()
         if self.task is not None:
             self.task.cancel()
+        for task in (self.task, self.plan_task, self.describe_task):
+            if task is not None:
+                try:
+                    task.waitForFinished(15000)
+                except RuntimeError:  # already deleted by the task manager
+                    pass
 
 
 def plugin_words(sentence: str) -> str:

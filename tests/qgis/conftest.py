@@ -62,6 +62,22 @@ else:
         """pytest-qgis keeps a settings folder across runs; start from no plugin settings."""
         QgsSettings().remove("slimdiffsr")
 
+    @pytest.fixture(scope="session", autouse=True)
+    def _collect_before_qgis_exits(qgis_app: Any) -> Iterator[None]:
+        """Free the Qt objects tests left in reference cycles while QGIS still exists.
+
+        Left to the interpreter's last garbage collection, a processing context or layer would
+        be destroyed after QGIS has exited and take the process down with it.
+        """
+        yield
+        import gc
+
+        from qgis.PyQt.QtCore import QCoreApplication, QEvent
+
+        gc.collect()
+        QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+        gc.collect()
+
     @pytest.fixture(scope="session")
     def backend_python() -> str:
         """The real backend interpreter; also exported as SLIMDIFFSR_PYTHON for discovery."""
