@@ -227,7 +227,9 @@ def cancel_and_time(task: Any, done: list) -> float:
     t0 = time.monotonic()
     task.cancel()
     assert wait_until(lambda: bool(done), 60, step=0.01)
-    return time.monotonic() - t0
+    took = time.monotonic() - t0
+    print(f"cancel took {took:.2f} s")  # shown with -s
+    return took
 
 
 def test_cancel_between_tiles_keeps_the_warm_worker(plugin, backend_python, tmp_path) -> None:
