@@ -136,38 +136,43 @@ def export_onnx(
     out = Path(onnx_path) if onnx_path else model_path.with_suffix(".onnx")
     graph = _export_module(net)
     x = torch.rand(1, net.config.in_channels, sample_size, sample_size) * 2 - 1
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    with torch.inference_mode():
-        torch.onnx.export(
-            graph,
-            (x,),
-            str(tmp),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={
-                INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-                OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"},
-            },
-            do_constant_folding=True,
-        )
-    proto = onnx.load(str(tmp))
-    bpp = measure_bytes_per_pixel(tmp, model_path) if measure_memory else 0.0
-    meta = {
-        CARD_KEY: card.to_json(),
-        FORMAT_KEY: FORMAT_VERSION,
-        SOURCE_HASH_KEY: file_sha256(model_path),
-    }
-    if bpp > 0:
-        meta[BYTES_PER_PIXEL_KEY] = json.dumps({"fp32": round(bpp), "fp16": round(bpp / 2)})
-    del proto.metadata_props[:]
-    for k, v in meta.items():
-        proto.metadata_props.add(key=k, value=v)
-    proto.producer_name = "slimdiffsr"
-    proto.doc_string = card.description
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(tmp))
+    try:
+        with torch.inference_mode():
+            torch.onnx.export(
+                graph,
+                (x,),
+                str(tmp),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={
+                    INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                    OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"},
+                },
+                do_constant_folding=True,
+            )
+        proto = onnx.load(str(tmp))
+        bpp = measure_bytes_per_pixel(tmp, model_path) if measure_memory else 0.0
+        meta = {
+            CARD_KEY: card.to_json(),
+            FORMAT_KEY: FORMAT_VERSION,
+            SOURCE_HASH_KEY: file_sha256(model_path),
+        }
+        if bpp > 0:
+            meta[BYTES_PER_PIXEL_KEY] = json.dumps({"fp32": round(bpp), "fp16": round(bpp / 2)})
+        del proto.metadata_props[:]
+        for k, v in meta.items():
+            proto.metadata_props.add(key=k, value=v)
+        proto.producer_name = "slimdiffsr"
+        proto.doc_string = card.description
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never leave a half-written file beside the model
+        raise
     os.replace(tmp, out)
     return out
 
