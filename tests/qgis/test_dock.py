@@ -345,3 +345,36 @@ def test_results_go_to_the_output_folder(dock, tmp_path) -> None:
     ok, again = run_and_wait(dock)  # never replaces an earlier result
     assert Path(again.source()).name == "keep_SR_x4_bicubic-x4_2.tif"
     settings.set_output_dir(None)
+
+
+@pytest.mark.slow
+def test_screens_script_writes_pngs(backend_python, tmp_path) -> None:
+    """scripts/render_qgis_screens.py (dock mid-run, toolbox dialog) still works, offscreen."""
+    import os
+    import subprocess
+    import sys
+
+    from qgis.PyQt.QtGui import QImage
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", SLIMDIFFSR_PYTHON=backend_python)
+    env.pop("DISPLAY", None)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(root / "scripts" / "render_qgis_screens.py"),
+            "--out-dir",
+            str(tmp_path),
+            "--tiles-before-shot",
+            "1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "progress when shot: Tile" in r.stdout
+    for name in ("qgis_dock_running.png", "qgis_toolbox_dialog.png"):
+        img = QImage(str(tmp_path / name))
+        assert not img.isNull() and img.width() > 400, name
