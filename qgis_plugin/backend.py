@@ -891,11 +891,13 @@ def upscale(
 def remove_leftovers(output: Path, keep_output: bool) -> None:
     """After a failed run, delete what a worker that died mid-write could not clean up.
 
-    The engine writes ``.<name>.partial.tif`` (and ``.partial.json``, ``.cog.tif``) beside the
-    target, plus ``<stem>_qa.tif`` for QA, and renames at the end; a killed worker leaves them.
+    The engine writes its temporary files, resume journal and lock beside the target (named by
+    ``protocol.is_temp_of``) and renames at the end; a killed worker leaves them. When another
+    live run (the CLI, another worker) holds the output's lock, the files are its own: keep them.
     """
-    doomed = list(output.parent.glob(f".{output.name}.*"))
-    doomed += list(output.parent.glob(f".{output.stem}_qa.tif.*"))
+    if not output.parent.is_dir() or protocol.output_in_use(str(output)) is not None:
+        return
+    doomed = [p for p in output.parent.iterdir() if protocol.is_temp_of(output.name, p.name)]
     if not keep_output:
         doomed += [output, output.with_name(output.name + ".aux.xml")]
     for p in doomed:
