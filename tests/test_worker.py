@@ -204,7 +204,7 @@ def test_protocol_helpers():
     with pytest.raises(P.ProtocolError, match="missing"):
         P.validate_upscale_params({"input": "a.tif"})
     p = P.validate_upscale_params({"input": "a.tif", "output": "b.tif", "cog": True})
-    assert p["model"] == "default" and p["tile"] == 128 and p["cog"] is True
+    assert p["model"] == "default" and p["tile"] == P.AUTO_TILE and p["cog"] is True
     assert P.error(1, "weird", "x")["kind"] == "internal"
     assert set(P.ERROR_KINDS) == {
         "input",

@@ -55,8 +55,8 @@ UPSCALE_PARAMS: dict[str, Any] = {
     "output": None,
     "model": "default",
     "bands": None,
-    "tile": 128,
-    "overlap": 32,
+    "tile": 0,  # AUTO_TILE: sized from the device's memory, a small raster is one tile
+    "overlap": 0,  # automatic: what blending needs
     "device": "auto",
     "precision": "fp32",
     "roi_bounds": None,

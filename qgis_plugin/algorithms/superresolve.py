@@ -237,15 +237,15 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             ),
             QgsProcessingParameterNumber(
                 self.TILE_SIZE,
-                tr("Tile size (px)"),
+                tr("Tile size (px, 0 = automatic)"),
                 QgsProcessingParameterNumber.Integer,
                 DEFAULT_TILE,
-                minValue=32,
+                minValue=0,
                 maxValue=8192,
             ),
             QgsProcessingParameterNumber(
                 self.OVERLAP,
-                tr("Tile overlap (px)"),
+                tr("Tile overlap (px, 0 = automatic)"),
                 QgsProcessingParameterNumber.Integer,
                 DEFAULT_OVERLAP,
                 minValue=0,
