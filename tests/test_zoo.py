@@ -93,7 +93,8 @@ def test_fidelity_model_beats_bicubic_psnr_through_the_engine(crop, tmp_path: Pa
     bic = _engine(lr_path, "bicubic", tmp_path, "bicubic")
     sr = _engine(lr_path, DEFAULT_MODEL, tmp_path, "fidelity")
     gain = _psnr(sr, hr) - _psnr(bic, hr)
-    assert gain > 0.3, f"fidelity model only {gain:+.2f} dB over bicubic on the fixed crop"
+    # measured +0.85 dB (the perceptual model: -0.45)
+    assert gain > 0.4, f"fidelity model only {gain:+.2f} dB over bicubic on the fixed crop"
 
 
 @pytest.mark.slow  # three engine runs; ~15 s on a free core
@@ -105,7 +106,8 @@ def test_perceptual_model_beats_bicubic_lpips_and_stays_faithful(crop, tmp_path:
     sr = _engine(lr_path, PERCEPTUAL_MODEL, tmp_path, "perceptual")
     # faithful: its own downsampling reproduces the input, and Y-PSNR stays near bicubic
     assert _consistency(sr, lr_path) <= 2.5
-    assert _psnr(sr, hr) > _psnr(bic, hr) - 0.5
+    # (measured on this crop: -0.45 dB; the 0.5 dB bound is on the validation mean)
+    assert _psnr(sr, hr) > _psnr(bic, hr) - 1.0
     assert np.abs(sr - bic).mean() * 255 > 0.5, "no more detail than bicubic"
     if not (weights_dir() / "lpips_alex.safetensors").is_file():
         pytest.skip(
@@ -115,7 +117,8 @@ def test_perceptual_model_beats_bicubic_lpips_and_stays_faithful(crop, tmp_path:
 
     lpips = build_metric("lpips")
     gain = lpips(sr, hr) - lpips(bic, hr)
-    assert gain < -0.05, f"perceptual model LPIPS only {gain:+.3f} vs bicubic on the fixed crop"
+    # measured -0.32 (the fidelity model: -0.11), so a swapped or broken file fails
+    assert gain < -0.2, f"perceptual model LPIPS only {gain:+.3f} vs bicubic on the fixed crop"
 
 
 @pytest.mark.slow  # three engine runs; ~15 s on a free core
