@@ -1,4 +1,4 @@
-"""One run of the engine: the tile loop, writing finished rows, QA, finishing the files.
+"""One run of the engine: the tile loop, writing finished rows, QA (finishing: ``finish``).
 
 The loop, per column chunk and in row-major tile order: read a tile's LR window with its halo
 (mirrored at the raster edge), fill nodata from valid neighbours, map the model's bands to model
@@ -19,11 +19,9 @@ keep their values and the model adds detail on top.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,9 +29,10 @@ import numpy as np
 import rasterio
 from rasterio.errors import RasterioIOError
 
-from slimdiffsr import __version__, protocol
+from slimdiffsr import protocol
 from slimdiffsr.engine import raster_io as rio_io
 from slimdiffsr.engine.blend import StripAccumulator
+from slimdiffsr.engine.finish import UpscaleResult, finish
 from slimdiffsr.engine.lock import OutputLock, check_replaceable, unique_temp
 from slimdiffsr.engine.manifest import Manifest, fsync_path, settings_key
 from slimdiffsr.engine.plan import RunOptions
@@ -43,7 +42,6 @@ from slimdiffsr.engine.qa import (
     SeamStats,
     consistency_map,
     window_sums,
-    write_json_atomic,
 )
 from slimdiffsr.engine.resample import bicubic_upsample_np
 from slimdiffsr.engine.tiling import Tile, Window, aligned_end
@@ -85,33 +83,6 @@ class Engine(Protocol):
         """(B, C, h, w) model units with ``halo`` context (every side, or top, bottom, left,
         right) -> the HR cores (B, C, s*size[0], s*size[1]), float32."""
         ...
-
-
-# -- results -----------------------------------------------------------------------------------
-@dataclass
-class UpscaleResult:
-    """Where the output went, and a summary (sizes, CRS, timing, consistency, seams)."""
-
-    output: Path
-    qa_output: Path | None
-    qa_json: Path | None
-    summary: dict[str, Any]
-
-    def summary_line(self) -> str:
-        s = self.summary
-        w, h = s["input_size"]
-        W, H = s["output_size"]
-        mc, n = s.get("mean_consistency"), s["tiles_computed"]
-        cons = (
-            f"mean |down(SR)-LR| {mc:.3g}"
-            if mc is not None and math.isfinite(mc)
-            else "no valid pixels"
-        )
-        return (
-            f"{w}x{h} -> {W}x{H} px, {len(s['bands'])} bands {s['dtype']}, {s['crs']}, "
-            f"x{s['scale']} {s['model']}, {n} tile{'' if n == 1 else 's'} in {s['time_s']:.1f} s "
-            f"({s['tiles_per_s']:.2f} tiles/s), {cons}; values: {s['value_mapping']}"
-        )
 
 
 # -- one job -----------------------------------------------------------------------------------
@@ -446,7 +417,7 @@ class Job:
                         manifest.save()
                     else:
                         self._cleanup()
-            return self._finish(t0)
+            return finish(self, t0)
 
     def _loop(self, src: Any, dst: Any, qa_dst: Any) -> None:
         p, s, man = self.plan, self.up.scale, self.manifest
@@ -607,129 +578,3 @@ class Job:
 
     def _cleanup(self) -> None:
         rio_io.remove_quietly(self.partial, self.qa_partial, self.manifest_path, *self.temps)
-
-    def _finish(self, t0: float) -> UpscaleResult:
-        try:
-            if self.o.cog:
-                self.cog_partial = self._temp(".cog.tif")
-                # continuous imagery: averaged overviews whatever the dtype
-                rio_io.write_cog(self.partial, self.cog_partial, self.o.compress, "AVERAGE")
-                rio_io.remove_quietly(self.partial)
-                rio_io.replace_atomic(self.cog_partial, self.out)
-            else:  # canonical block order: a resumed run gives the same bytes
-                final = self._temp(".final.tif")
-                rio_io.copy_canonical(self.partial, final, self.plan.profile)
-                rio_io.remove_quietly(self.partial)
-                rio_io.replace_atomic(final, self.out)
-            if self.qa_partial is not None and self.qa_out is not None:
-                qa_final = self._temp(".qa.final.tif")
-                rio_io.copy_canonical(self.qa_partial, qa_final, self.qa_prof)
-                rio_io.remove_quietly(self.qa_partial)
-                rio_io.replace_atomic(qa_final, self.qa_out)
-        except (OSError, RasterioIOError) as e:
-            self._cleanup()
-            raise DiskSpaceError(f"could not finish {self.out}: {e}") from e
-        except BaseException:  # Ctrl-C / SIGTERM during the final copy: no half-made files
-            if self.o.resume:  # the partial and the journal stay for the next run
-                keep = {self.partial, self.qa_partial}
-                rio_io.remove_quietly(*(t for t in self.temps if t not in keep))
-            else:
-                self._cleanup()
-            raise
-        rio_io.remove_quietly(self.manifest_path)
-        elapsed = time.perf_counter() - t0
-        summary = self._summary(elapsed)
-        if self.qa_json is not None:
-            write_json_atomic(self.qa_json, self._qa_report(summary))
-        return UpscaleResult(self.out, self.qa_out, self.qa_json, summary)
-
-    def _tile_flags(self) -> tuple[int, int]:
-        """Tiles whose mean consistency exceeds the threshold (fraction of the value range)."""
-        C = self.plan.C
-        merged: dict[str, list[float]] = {}
-        for key, acc in self.manifest.tiles.items():
-            m = merged.setdefault(key.split(":", 1)[1], [0.0] * (C + 1))
-            for i, v in enumerate(acc):
-                m[i] += v
-        flagged = total = 0
-        for acc in merged.values():
-            n = acc[C]
-            if n <= 0:  # no valid pixel: skipped as nodata
-                continue
-            total += 1
-            rel = np.asarray(acc[:C]) / n / self.plan.value_range
-            flagged += int(float(rel.mean()) > self.o.qa_threshold)
-        return flagged, total
-
-    def _summary(self, elapsed: float) -> dict[str, Any]:
-        up, p = self.up, self.plan
-        r = p.region
-        crs = p.profile["crs"]
-        crs_text = "no CRS"
-        if crs is not None:
-            epsg = crs.to_epsg()
-            crs_text = f"EPSG:{epsg}" if epsg else (crs.to_string()[:60])
-        cons = self.cons_stats.summary()
-        flagged, n_tiles = self._tile_flags()
-        computed = self.counts["computed"]
-        return {
-            "input": str(self.inp),
-            "output": str(self.out),
-            "qa_output": str(self.qa_out) if self.qa_out else None,
-            "model": up.model_name,
-            "model_hash": up.model_hash,
-            "scale": up.scale,
-            "bands": p.bands,
-            "bands_sr": p.sr_bands,
-            "bands_interpolated": p.interp_bands,
-            "dtype": p.out_dtype,
-            "input_size": [r.width, r.height],
-            "output_size": [p.profile["width"], p.profile["height"]],
-            "roi": [r.col_off, r.row_off, r.width, r.height],
-            "crs": crs_text,
-            "value_mapping": self.pf.describe(),
-            "value_contract": p.contract.describe(),
-            "warnings": self.pf.messages,
-            "device": str(up.device),
-            "runtime": str(getattr(up, "runtime", "torch")),
-            "precision": up.precision,
-            "tile": p.grid.tile,
-            "overlap": p.grid.overlap,
-            "halo": up.halo,
-            "tiles": computed + self.counts["skipped"] + self.counts["reused"],
-            "tiles_computed": computed,
-            "tiles_skipped_nodata": self.counts["skipped"],
-            "tiles_reused": self.counts["reused"],
-            "time_s": elapsed,
-            "tiles_per_s": computed / elapsed if elapsed > 0 else 0.0,
-            "mean_consistency": cons["mean"],
-            "consistency_per_band": [b["mean"] for b in cons["per_band"]],
-            "tiles_flagged_fraction": flagged / n_tiles if n_tiles else 0.0,
-            "seam_ratio": self.seam_stats.summary()["ratio"],
-        }
-
-    def _qa_report(self, summary: dict[str, Any]) -> dict[str, Any]:
-        flagged, n_tiles = self._tile_flags()
-        return {
-            "slimdiffsr_version": __version__,
-            "output": str(self.out),
-            "qa_output": str(self.qa_out),
-            "definition": "|mean over each scale x scale block of SR - LR|, per band, input units",
-            "model": summary["model"],
-            "model_hash": summary["model_hash"],
-            "scale": summary["scale"],
-            "bands": self.plan.bands,
-            "bands_sr": self.plan.sr_bands,
-            "bands_interpolated": self.plan.interp_bands,
-            "value_mapping": self.plan.mapping.to_dict(),
-            "value_contract": self.plan.contract.to_dict(),
-            "consistency": self.cons_stats.summary(),
-            "tiles": {
-                "total": n_tiles,
-                "flagged": flagged,
-                "fraction_flagged": flagged / n_tiles if n_tiles else 0.0,
-                "threshold_fraction_of_range": self.o.qa_threshold,
-            },
-            "seams": self.seam_stats.summary(),
-            "lr_consistency_enforced": self.up.consistency,
-        }
