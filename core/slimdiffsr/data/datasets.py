@@ -2,7 +2,7 @@
 
 Rasters are read with rasterio and mapped to [0, 1] through the same :class:`ValueContract` the
 engine uses for inference (``unit = (DN - low) / (high - low)``), so a model sees identical
-numbers in training and in production. Degradation (``degradation.py``) works in [0, 1] too; the
+numbers in training and in production. Degradation (``degradation``) works in [0, 1] too; the
 training step maps both LR and HR to the model's [-1, 1] with ``2 x - 1``.
 
 Randomness is a pure function of ``(seed, epoch, index)``: a crop does not depend on worker count
