@@ -17,6 +17,17 @@ if ! "$SYSPY" -c 'import qgis.core' 2>/dev/null; then
     exit 2
   fi
 fi
+# Qt's translation tools, for the plugin's i18n tests (pylupdate5 writes the .ts, lrelease the .qm).
+if ! command -v pylupdate5 >/dev/null 2>&1 || { ! command -v lrelease >/dev/null 2>&1 && [ ! -x /usr/lib/qt5/bin/lrelease ]; }; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "[qgis] installing Qt translation tools (pyqt5-dev-tools qttools5-dev-tools)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends pyqt5-dev-tools qttools5-dev-tools >/dev/null
+  else
+    echo "warning: pylupdate5/lrelease missing; as root: apt-get install -y pyqt5-dev-tools qttools5-dev-tools" >&2
+  fi
+fi
 VENV="$ROOT/.venv-qgis"
 if [ ! -x "$VENV/bin/python" ]; then
   "$SYSPY" -m venv --system-site-packages "$VENV"
