@@ -99,22 +99,22 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="179"/>
+        <location filename="../dock.py" line="180"/>
         <source>Tile size (px)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="184"/>
+        <location filename="../dock.py" line="186"/>
         <source>Tile overlap (px)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="187"/>
+        <location filename="../dock.py" line="189"/>
         <source>Device</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="190"/>
+        <location filename="../dock.py" line="192"/>
         <source>Precision</source>
         <translation type="unfinished"></translation>
     </message>
@@ -204,7 +204,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="655"/>
+        <location filename="../dock.py" line="658"/>
         <source>{} QA</source>
         <translation type="unfinished"></translation>
     </message>
@@ -234,7 +234,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="596"/>
+        <location filename="../dock.py" line="599"/>
         <source>Done.</source>
         <translation type="unfinished"></translation>
     </message>
@@ -249,7 +249,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="601"/>
+        <location filename="../dock.py" line="604"/>
         <source>Cancelled; no output was written.</source>
         <translation type="unfinished"></translation>
     </message>
@@ -589,57 +589,57 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="191"/>
+        <location filename="../dock.py" line="193"/>
         <source>Also write the consistency (QA) layer</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="196"/>
+        <location filename="../dock.py" line="198"/>
         <source>Output file</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="201"/>
+        <location filename="../dock.py" line="203"/>
         <source>Output folder</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="202"/>
+        <location filename="../dock.py" line="204"/>
         <source>Temporary files (gone when QGIS closes)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="217"/>
+        <location filename="../dock.py" line="219"/>
         <source>Run</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="219"/>
+        <location filename="../dock.py" line="221"/>
         <source>Preview current view</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="220"/>
+        <location filename="../dock.py" line="222"/>
         <source>Super-resolve only the map canvas extent, with a bicubic preview to compare</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="224"/>
+        <location filename="../dock.py" line="226"/>
         <source>Cancel</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="230"/>
+        <location filename="../dock.py" line="232"/>
         <source>Show the bicubic preview instead (compare)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="231"/>
+        <location filename="../dock.py" line="233"/>
         <source>Flip between the model&apos;s preview and plain bicubic interpolation of the same view</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="250"/>
+        <location filename="../dock.py" line="252"/>
         <source>Log</source>
         <translation type="unfinished"></translation>
     </message>
@@ -649,132 +649,132 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="266"/>
+        <location filename="../dock.py" line="268"/>
         <source> (default)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="283"/>
+        <location filename="../dock.py" line="285"/>
         <source>Asking the backend for its models...</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="293"/>
+        <location filename="../dock.py" line="295"/>
         <source>Backend not available: {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="300"/>
+        <location filename="../dock.py" line="302"/>
         <source>Backend {} at {}: {} model(s).</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="306"/>
+        <location filename="../dock.py" line="308"/>
         <source>SlimDiffSR: list models</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="319"/>
+        <location filename="../dock.py" line="321"/>
         <source>Import a SlimDiffSR model</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="319"/>
+        <location filename="../dock.py" line="321"/>
         <source>SlimDiffSR models (*.safetensors)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="331"/>
+        <location filename="../dock.py" line="333"/>
         <source>Import failed: {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="336"/>
+        <location filename="../dock.py" line="338"/>
         <source>Imported model {} into {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="354"/>
+        <location filename="../dock.py" line="356"/>
         <source>All bands of the layer (this model takes any).</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="376"/>
+        <location filename="../dock.py" line="378"/>
         <source>Percentiles</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="381"/>
+        <location filename="../dock.py" line="383"/>
         <source>Values</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="412"/>
+        <location filename="../dock.py" line="414"/>
         <source>[temporary file]</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="414"/>
+        <location filename="../dock.py" line="416"/>
         <source>[new file in {}]</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="461"/>
+        <location filename="../dock.py" line="464"/>
         <source>SlimDiffSR: plan</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="515"/>
+        <location filename="../dock.py" line="518"/>
         <source>Choose a raster layer first.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="519"/>
+        <location filename="../dock.py" line="522"/>
         <source>Pick a layer band for every band the model expects.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="555"/>
+        <location filename="../dock.py" line="558"/>
         <source>the current view of </source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="556"/>
+        <location filename="../dock.py" line="559"/>
         <source>Running on {}&apos;{}&apos; with {}...</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="557"/>
+        <location filename="../dock.py" line="560"/>
         <source>Starting the backend...</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="566"/>
+        <location filename="../dock.py" line="569"/>
         <source>Cancelling...</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="598"/>
+        <location filename="../dock.py" line="601"/>
         <source>Failed; see the log.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="602"/>
+        <location filename="../dock.py" line="605"/>
         <source>Cancelled.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="638"/>
+        <location filename="../dock.py" line="641"/>
         <source>preview</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="641"/>
+        <location filename="../dock.py" line="644"/>
         <source>The result {} could not be opened.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="659"/>
+        <location filename="../dock.py" line="662"/>
         <source>Added &apos;{}&apos; to the group {}: {}</source>
         <translation type="unfinished"></translation>
     </message>
@@ -869,32 +869,32 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="726"/>
+        <location filename="../dock.py" line="739"/>
         <source>: layer bands {} in</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="728"/>
+        <location filename="../dock.py" line="741"/>
         <source>, {} band(s) out</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="730"/>
+        <location filename="../dock.py" line="743"/>
         <source> (bands {} bicubic)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="715"/>
+        <location filename="../dock.py" line="728"/>
         <source>see Value mapping</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="737"/>
+        <location filename="../dock.py" line="750"/>
         <source>{} tile(s)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="739"/>
+        <location filename="../dock.py" line="752"/>
         <source>, about {} at the last run&apos;s speed</source>
         <translation type="unfinished"></translation>
     </message>
@@ -906,6 +906,21 @@
     <message>
         <location filename="../backend.py" line="653"/>
         <source>Device &apos;cpu&apos;</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="238"/>
+        <source>Tile size (px, 0 = automatic)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="246"/>
+        <source>Tile overlap (px, 0 = automatic)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="183"/>
+        <source>Automatic</source>
         <translation type="unfinished"></translation>
     </message>
 </context>
