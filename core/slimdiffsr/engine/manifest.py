@@ -39,7 +39,7 @@ def input_identity(path: Path) -> dict[str, Any]:
 
 
 def fsync_path(path: Path) -> None:
-    """Flush a closed file's data to the disk (a no-op where the OS cannot)."""
+    """Flush a closed file's data (or a folder's entries) to the disk; a no-op where the OS cannot."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -26,6 +26,7 @@ from rasterio.transform import rowcol
 from rasterio.windows import Window as RioWindow
 
 from slimdiffsr import protocol
+from slimdiffsr.engine.manifest import fsync_path
 from slimdiffsr.engine.tiling import Window, clip_with_padding, intersection
 from slimdiffsr.errors import DiskSpaceError, InputError
 
@@ -372,16 +373,7 @@ def partial_path(out: Path, suffix: str = ".partial.tif") -> Path:
 def replace_atomic(tmp: Path, dst: Path) -> None:
     """Rename ``tmp`` onto ``dst`` (atomic within a folder), then flush the folder entry."""
     os.replace(tmp, dst)
-    try:
-        fd = os.open(dst.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_path(dst.parent)
 
 
 def remove_quietly(*paths: Path | None) -> None:
