@@ -32,6 +32,7 @@ from slimdiffsr.devices import MIXED_PRECISIONS
 from slimdiffsr.errors import InputError
 
 DEGRADATIONS = ("realesrgan", "rs", "rs16", "bicubic")
+LR_SCHEDULERS = ("constant", "cosine", "linear")
 _TRUE, _FALSE = ("true", "yes", "on", "y"), ("false", "no", "off", "n")
 
 
@@ -83,6 +84,8 @@ class TrainConfig:
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
     adam_weight_decay: float = 0.0
+    lr_scheduler: str = "constant"  # constant | cosine | linear (decay to 0 at max_train_steps)
+    lr_warmup_steps: int = 0  # linear warm-up from 0 before the schedule
     max_grad_norm: float = 1.0
     train_batch_size: int = 16  # per process
     gradient_accumulation_steps: int = 1
@@ -114,6 +117,10 @@ class TrainConfig:
              f"degradation must be one of {', '.join(DEGRADATIONS)}, got {self.degradation!r}")  # fmt: skip
         need(self.mixed_precision in MIXED_PRECISIONS,
              f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")  # fmt: skip
+        need(self.lr_scheduler in LR_SCHEDULERS,
+             f"lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}, got {self.lr_scheduler!r}")  # fmt: skip
+        need(0 <= self.lr_warmup_steps < self.max_train_steps,
+             f"lr_warmup_steps must be in [0, max_train_steps), got {self.lr_warmup_steps}")  # fmt: skip
         need(self.report_to in ("tensorboard", "none"),
              f"report_to must be tensorboard or none, got {self.report_to!r}")  # fmt: skip
         for k in ("train_batch_size", "gradient_accumulation_steps", "max_train_steps",

@@ -11,6 +11,8 @@ a checkpoint or of the end of the run). The base class does the rest, identicall
   functions of the seed and the step (``training.data``). Modules registered as *partial* (a
   frozen SD UNet with LoRA, a frozen DINO backbone with heads) keep only their trainable tensors
   in a checkpoint, like diffusers' LoRA training scripts.
+- the learning rate as a pure function of the step (``lr_scheduler``, ``lr_warmup_steps``): no
+  scheduler state to checkpoint, the same schedule on one process or many, exact on resume.
 - gradient accumulation, clipping, one optimizer step per optimizer and step, non-finite losses
   stop the run, logging to the tracker every ``logging_steps``, validation every
   ``validation_steps``, a refusal to write into an output folder that already holds checkpoints.
@@ -94,6 +96,21 @@ def resume_path(cfg: TrainConfig) -> Path | None:
             log.warning("no checkpoint in %s: starting a new run", cfg.output_dir)
         return ckpts[-1] if ckpts else None
     return Path(spec)
+
+
+def lr_factor(kind: str, step: int, warmup: int, total: int) -> float:
+    """Multiplier of the base learning rate for (0-based) ``step`` of ``total``: linear warm-up
+    over ``warmup`` steps, then constant, cosine or linear decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if kind == "linear":
+        return 1.0 - progress
+    raise ConfigError(f"unknown lr_scheduler {kind!r}")
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -214,6 +231,8 @@ class StageRun:
         ``partial``: checkpoints leave out its frozen parameters (buffers, such as spectral-norm
         vectors that change in training, are kept)."""
         module, optimizer = self.accelerator.prepare(module, optimizer)
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])  # the base of the schedule
         params = [p for p in module.parameters() if p.requires_grad]
         self.optimizers.append((optimizer, params))
         self.modules.append(module)
@@ -305,6 +324,10 @@ class StageRun:
         for m in self.modules:
             m.train()
         while step < cfg.max_train_steps:
+            factor = lr_factor(cfg.lr_scheduler, step, cfg.lr_warmup_steps, cfg.max_train_steps)
+            for opt, _ in self.optimizers:
+                for group in opt.param_groups:
+                    group["lr"] = group["initial_lr"] * factor
             sums: dict[str, float] = {}
             t_step = time.perf_counter()
             grad_norm = None
@@ -337,8 +360,10 @@ class StageRun:
             last = step == cfg.max_train_steps
             if step % cfg.logging_steps == 0 or last:
                 rate = t_steps / max(1e-9, step_time)
+                lr_now = self.optimizers[0][0].param_groups[0]["lr"] if self.optimizers else 0.0
                 acc.log(
-                    {f"train/{k}": v for k, v in sums.items()} | {"train/steps_per_s": rate},
+                    {f"train/{k}": v for k, v in sums.items()}
+                    | {"train/steps_per_s": rate, "train/lr": lr_now},
                     step=step,
                 )
             if cfg.validation_steps and (step % cfg.validation_steps == 0 or last):
