@@ -176,3 +176,92 @@ def test_registry_names_the_missing_teacher_file(
     assert "realesrgan-x4plus" not in [e.name for e in list_models()]
     with pytest.raises(WeightsMissingError, match="realesrgan_x4plus.safetensors"):
         load_model("realesrgan-x4plus")
+
+
+def _reference_forward(net: RRDBNet, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """RRDBNet's forward as it was written before the trunk/head split (ESRGAN's layout)."""
+    import torch.nn.functional as F
+
+    feat = net.conv_first(x)
+    trunk = feat + net.conv_body(net.body(feat))
+    up = F.leaky_relu(net.conv_up1(F.interpolate(trunk, scale_factor=2, mode="nearest")), 0.2)
+    up = F.leaky_relu(net.conv_up2(F.interpolate(up, scale_factor=2, mode="nearest")), 0.2)
+    return net.conv_last(F.leaky_relu(net.conv_hr(up), 0.2)), trunk
+
+
+def test_trunk_features_come_from_the_same_pass(tiny: tuple[RRDBNet, Path, Path]) -> None:
+    net = tiny[0]
+    x = torch.rand(2, 3, 12, 10, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref, ref_trunk = _reference_forward(net, x)
+        out, trunk = net.forward_features(x)
+        plain = net(x)
+    assert trunk.shape == (2, net.nf, 12, 10) and out.shape == (2, 3, 48, 40)
+    assert torch.equal(plain, ref) and torch.equal(out, ref) and torch.equal(trunk, ref_trunk)
+    assert float(trunk.std()) > 1e-3
+
+
+@pytest.fixture(scope="module")
+def cache_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[RRDBNet, Path, Path]:
+    """A tiny teacher (nb=1) saved as the converted file is, and a folder of two images."""
+    import rasterio
+    from affine import Affine
+    from safetensors.torch import save_file
+
+    d = tmp_path_factory.mktemp("cache_inputs")
+    torch.manual_seed(4)
+    net = RRDBNet(nf=8, nb=1, gc=4).eval()
+    save_file(net.state_dict(), str(d / "tiny_rrdb.safetensors"))
+    imgs = d / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(5)
+    for name in ("a.tif", "b.tif"):
+        data = rng.integers(0, 256, (3, 144, 160), dtype=np.uint8)
+        profile = {
+            "driver": "GTiff", "height": 144, "width": 160, "count": 3, "dtype": "uint8",
+            "crs": "EPSG:32633", "transform": Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4e6),
+        }  # fmt: skip
+        with rasterio.open(imgs / name, "w", **profile) as dst:
+            dst.write(data)
+    return net, d / "tiny_rrdb.safetensors", imgs
+
+
+def test_teacher_cache_stores_trunk_features_on_the_latent_grid(
+    cache_inputs: tuple[RRDBNet, Path, Path], tmp_path: Path
+) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from slimdiffsr.data.teacher_cache import build_cache, main
+
+    net, teacher, imgs = cache_inputs
+    out = build_cache(str(imgs), teacher, n=3, out=tmp_path / "c.safetensors", crop_size=128)
+    c = load_file(str(out))
+    assert c["teacher_feat"].dtype == torch.float16
+    assert c["teacher_feat"].shape == (3, net.nf, 16, 16)  # HR 128 / 8: the student's latent grid
+    assert c["lr"].shape == (3, 3, 32, 32) and c["teacher"].shape == (3, 3, 128, 128)
+    with safe_open(str(out), "pt") as f:
+        assert f.metadata()["features"] == "rrdb_trunk_avgpool2"
+    with torch.no_grad():  # the stored LR is the float16 rounding of the LR the teacher saw
+        out_t, trunk = net.forward_features(c["lr"].float())
+    assert float((c["teacher"].float() - out_t.clamp(0, 1)).abs().max()) < 1e-3
+    pooled = torch.nn.functional.avg_pool2d(trunk, 2)  # area average to HR/8
+    assert float(pooled.std()) > 0.1
+    assert float((c["teacher_feat"].float() - pooled).abs().max()) < 5e-3
+
+    # --no-features: the old layout; a .part of it resumes into a cache with features
+    plain = tmp_path / "plain.safetensors"
+    assert main(["--data", str(imgs), "--teacher", str(teacher), "--n", "2", "--out", str(plain),
+                 "--no-features"]) == 0  # fmt: skip
+    old = load_file(str(plain))
+    assert "teacher_feat" not in old
+    with safe_open(str(plain), "pt") as f:
+        assert "features" not in f.metadata()
+    resumed = tmp_path / "resumed.safetensors"
+    plain.rename(resumed.with_name(resumed.name + ".part"))
+    r = load_file(str(build_cache(str(imgs), teacher, n=3, out=resumed, crop_size=128)))
+    for k in ("hr", "lr", "teacher"):
+        assert torch.equal(r[k], c[k]), k
+    assert r["teacher_feat"].shape == c["teacher_feat"].shape
+    assert torch.equal(r["teacher_feat"][2], c["teacher_feat"][2])  # computed, not recomputed
+    assert float((r["teacher_feat"][:2].float() - c["teacher_feat"][:2].float()).abs().max()) < 1e-2

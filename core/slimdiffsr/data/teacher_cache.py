@@ -7,6 +7,11 @@ once (seeded, the run's preset), runs the teacher and stores ``hr``, ``lr`` and 
 uint8-exact float16 tensors in one safetensors file (with the recipe in its metadata).
 Checkpointed: an interrupted build resumes from its ``.part`` file.
 
+With ``features`` (the default) it also stores ``teacher_feat``: the teacher's trunk features
+(``RRDBNet.trunk``, 64 channels at LR resolution) area-averaged by 2 to HR/8, the student's latent
+grid, as float16 (64 x 16 x 16 per 128 px crop), for feature distillation. Metadata ``features``
+names them (``rrdb_trunk_avgpool2``); caches without the key still load (no feature term).
+
 Usage::
 
     python -m slimdiffsr.data.teacher_cache --data training/splits/shared_data.json \\
@@ -24,16 +29,30 @@ from pathlib import Path
 
 import torch
 
+FEATURES = "rrdb_trunk_avgpool2"
+
 
 def load_realesrgan(path: str | Path) -> torch.nn.Module:
-    """The converted Real-ESRGAN x4plus (``python -m slimdiffsr.weights provision``)."""
+    """The converted Real-ESRGAN x4plus (``python -m slimdiffsr.weights provision``); the sizes
+    are read from the file, so tests can cache from a tiny RRDBNet."""
     from safetensors.torch import load_file
 
     from slimdiffsr.models.rrdbnet import RRDBNet
 
-    net = RRDBNet()
-    net.load_state_dict(load_file(str(path)), strict=True)
+    sd = load_file(str(path))
+    nb = len({k.split(".")[1] for k in sd if k.startswith("body.")})
+    net = RRDBNet(
+        nf=sd["conv_first.weight"].shape[0], nb=nb, gc=sd["body.0.rdbs.0.convs.0.weight"].shape[0]
+    )
+    net.load_state_dict(sd, strict=True)
     return net.eval().requires_grad_(False)
+
+
+def teacher_pass(net: torch.nn.Module, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clamped teacher output and its trunk features pooled to HR/8 (the student's latent grid)."""
+    with torch.no_grad():
+        out, feat = net.forward_features(lr)
+    return out.clamp(0, 1), torch.nn.functional.avg_pool2d(feat, 2)
 
 
 def build_cache(
@@ -46,6 +65,7 @@ def build_cache(
     degradation: str = "rs",
     seed: int = 0,
     bands: list[int] | None = None,
+    features: bool = True,
 ) -> Path:
     from safetensors.torch import load_file, save_file
 
@@ -57,21 +77,29 @@ def build_cache(
     ds = RasterPatchDataset(data, crop_size=crop_size, bands=bands or [1, 2, 3], seed=seed)
     net = load_realesrgan(teacher)
     cfg = DegradationConfig.preset(degradation)
-    done: dict[str, list[torch.Tensor]] = {"hr": [], "lr": [], "teacher": []}
+    keys = ("hr", "lr", "teacher") + (("teacher_feat",) if features else ())
+    done: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     if part.is_file():
         prev = load_file(str(part))
-        for k in done:
+        for k in ("hr", "lr", "teacher"):
             done[k] = list(prev[k])
+        if features and "teacher_feat" in prev:
+            done["teacher_feat"] = list(prev["teacher_feat"])
+        elif features:  # a part from a build without features: recompute them from the stored
+            # float16 LR (the float32 LR it rounds is gone; the difference is below 1e-3)
+            done["teacher_feat"] = [
+                teacher_pass(net, x[None].float())[1][0].half() for x in prev["lr"]
+            ]
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
     t0 = time.time()
     for i in range(len(done["hr"]), n):
         idx = order[i % len(order)]
         hr = ds.sample(idx, epoch=i // len(order))[None]
         lr = degrade(hr, scale, cfg, torch.Generator().manual_seed(seed * 100003 + i))
-        with torch.no_grad():
-            t = net(lr).clamp(0, 1)
-        for k, v in (("hr", hr), ("lr", lr), ("teacher", t)):
-            done[k].append(v[0].half())
+        t, feat = teacher_pass(net, lr)
+        for k, v in (("hr", hr), ("lr", lr), ("teacher", t), ("teacher_feat", feat)):
+            if k in done:
+                done[k].append(v[0].half())
         if (i + 1) % 16 == 0 or i + 1 == n:
             save_file({k: torch.stack(v) for k, v in done.items()}, str(part))
             print(f"{i + 1}/{n} crops, {time.time() - t0:.0f} s", flush=True)
@@ -79,6 +107,8 @@ def build_cache(
         "data": str(data), "teacher": Path(teacher).name, "n": str(n), "crop_size": str(crop_size),
         "scale": str(scale), "degradation": degradation, "seed": str(seed),
     }  # fmt: skip
+    if features:
+        meta["features"] = FEATURES
     save_file({k: torch.stack(v) for k, v in done.items()}, str(part), metadata=meta)
     os.replace(part, out)
     return out
@@ -96,9 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--degradation", default="rs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--no-features", action="store_true", help="do not store the teacher's trunk features"
+    )
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    path = build_cache(a.data, a.teacher, a.n, a.out, a.crop_size, 4, a.degradation, a.seed)
+    path = build_cache(
+        a.data, a.teacher, a.n, a.out, a.crop_size, 4, a.degradation, a.seed,
+        features=not a.no_features,
+    )  # fmt: skip
     print(json.dumps({"out": str(path)}))
     return 0
 

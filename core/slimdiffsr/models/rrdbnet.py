@@ -53,12 +53,24 @@ class RRDBNet(nn.Module):
         self.conv_hr = nn.Conv2d(nf, nf, 3, padding=1)
         self.conv_last = nn.Conv2d(nf, 3, 3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk features (``nf`` channels at LR resolution) that the x4 head upsamples."""
         feat = self.conv_first(x)
-        feat = feat + self.conv_body(self.body(feat))
+        return feat + self.conv_body(self.body(feat))
+
+    def head(self, feat: torch.Tensor) -> torch.Tensor:
+        """Trunk features -> x4 output."""
         feat = F.leaky_relu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
         feat = F.leaky_relu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
         return self.conv_last(F.leaky_relu(self.conv_hr(feat), 0.2))
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output and trunk features from one pass (teacher features for distillation)."""
+        feat = self.trunk(x)
+        return self.head(feat), feat
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
 
     def convs(self) -> list[nn.Conv2d]:
         """All convolutions in execution order (the order an exported graph lists them)."""
