@@ -298,3 +298,20 @@ def test_results_by_sensor_table_and_json(tmp_path: Path, capsys) -> None:
     # same texture statistics in both groups: the float raster's consistency is on the 8-bit scale
     c8, cf = groups["NAIP (1 m)"]["bicubic"]["consistency"], per["l1"]["consistency"]
     assert 0.2 < cf / c8 < 5
+
+
+def test_checkpoints_of_one_run_get_distinct_labels() -> None:
+    from slimdiffsr.evaluate.modes import unique_labels
+
+    items = [
+        ("m", "runs/a/checkpoint-100/m.safetensors"),
+        ("m", "runs/a/checkpoint-200/m.safetensors"),
+        ("m", "runs/b/checkpoint-100/m.safetensors"),
+        ("other", "runs/a/checkpoint-100/other.safetensors"),
+    ]
+    assert unique_labels(items) == [
+        "m (a/checkpoint-100/m.safetensors)",
+        "m (checkpoint-200/m.safetensors)",
+        "m (b/checkpoint-100/m.safetensors)",
+        "other",
+    ]

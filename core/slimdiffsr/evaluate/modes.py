@@ -29,17 +29,35 @@ def load_models(names: Sequence[str], scale: int, device: str) -> list[tuple[str
     from slimdiffsr.models.registry import load_model
 
     models: list[tuple[str, Any]] = [("bicubic", load_model("bicubic", device=device, scale=scale))]
-    for n in names:
+    loaded: list[tuple[str, str, Any]] = []
+    for n in dict.fromkeys(names):
         if n == "bicubic" or n.startswith("bicubic-x"):
             continue
         m = load_model(n, device=device)
         if m.scale != scale:
             raise EvaluateError(f"model {n} is x{m.scale} but --scale is {scale}")
         label = getattr(getattr(m, "card", None), "name", None) or Path(n).stem
-        if label in dict(models):
-            label = f"{label} ({Path(n).name})"
-        models.append((label, m))
-    return models
+        loaded.append((label, n, m))
+    labels = unique_labels([(label, n) for label, n, _ in loaded])
+    return models + [(lb, m) for lb, (_, _, m) in zip(labels, loaded, strict=True)]
+
+
+def unique_labels(items: Sequence[tuple[str, str]]) -> list[str]:
+    """Card names as labels; where several models share one (the checkpoints of one run share the
+    card name and the file name), each gets the shortest tail of its path that tells it apart."""
+    out = []
+    for label, src in items:
+        others = [Path(s).parts for lb, s in items if lb == label and s != src]
+        if not others:
+            out.append(label)
+            continue
+        parts = Path(src).parts
+        k = next(
+            (k for k in range(1, len(parts) + 1) if all(o[-k:] != parts[-k:] for o in others)),
+            len(parts),
+        )
+        out.append(f"{label} ({'/'.join(parts[-k:])})")
+    return out
 
 
 def run_model(model: Any, lr: np.ndarray, device: str) -> tuple[np.ndarray, float]:
