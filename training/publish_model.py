@@ -72,7 +72,7 @@ def main() -> int:
     p.add_argument("--limit", action="append", default=[], help="a Limits bullet (repeatable)")
     p.add_argument("--note", action="append", default=[], help="a Training note (repeatable)")
     p.add_argument("--value-contract-from", default=None,
-                   help="copy the value contract of this model file (the run's card holds the first training file's)")  # fmt: skip
+                   help="copy the value contract (and a missing domain) of this model file (the run's card holds the first training file's)")  # fmt: skip
     p.add_argument("--dest", default="core/slimdiffsr/zoo")
     a = p.parse_args()
 
@@ -91,7 +91,9 @@ def main() -> int:
         "command": a.eval_command,
     }
     if a.value_contract_from:
-        card.value_contract = read_card(a.value_contract_from).value_contract
+        ref = read_card(a.value_contract_from)
+        card.value_contract = ref.value_contract
+        card.domain = card.domain or ref.domain  # what the engine's preflight compares inputs to
     card.training.update(
         {
             "data": DATA_LICENSES,
@@ -111,6 +113,11 @@ def main() -> int:
     lines = [f"# Model card: {card.name}", "", card.description, ""]
     lines += ["## Use", "", f"- scale x{card.scale}; bands {', '.join(card.bands)};"]
     lines += [f"- input value contract: {json.dumps(card.value_contract)};"]
+    if card.domain:
+        lines += [
+            f"- domain (what it was trained on): {json.dumps(card.domain)}; other inputs are "
+            "mapped onto it by the engine's value mapping;"
+        ]
     lines += [f"- halo {card.halo} LR px (the engine's default tiling respects it).", ""]
     lines += ["## Training", ""] + [f"- {k}: {json.dumps(v)}" for k, v in card.training.items()]
     lines += ["", "## Validation", ""]
