@@ -315,3 +315,18 @@ def test_checkpoints_of_one_run_get_distinct_labels() -> None:
         "m (b/checkpoint-100/m.safetensors)",
         "other",
     ]
+
+
+def test_models_with_different_value_contracts_are_named() -> None:
+    from types import SimpleNamespace
+
+    from slimdiffsr.evaluate.modes import contract_disagreement
+
+    def model(vc: dict) -> SimpleNamespace:
+        return SimpleNamespace(card=SimpleNamespace(value_contract=vc))
+
+    u8 = {"kind": "fixed", "low": [0.0], "high": [255.0]}
+    unit = {"kind": "fixed", "low": [0.0], "high": [1.0]}
+    assert contract_disagreement([("a", model(u8)), ("b", model(u8))]) is None
+    msg = contract_disagreement([("a", model(u8)), ("ckpt", model(unit))])
+    assert msg is not None and "a's value contract" in msg and "ckpt" in msg

@@ -60,6 +60,21 @@ def unique_labels(items: Sequence[tuple[str, str]]) -> list[str]:
     return out
 
 
+def contract_disagreement(models: Sequence[tuple[str, Any]]) -> str | None:
+    """Integer HR rasters are read once, with the first model's value contract, so every model
+    sees the same pixels; say so when another model declares a different contract (a training
+    checkpoint's card can carry its first training file's, e.g. [0, 1] for a float tile)."""
+    cards = [(lb, getattr(getattr(m, "card", None), "value_contract", None)) for lb, m in models]
+    cards = [(lb, vc) for lb, vc in cards if vc]
+    differ = [lb for lb, vc in cards[1:] if vc != cards[0][1]]
+    if not differ:
+        return None
+    return (
+        f"integer HR rasters are read with {cards[0][0]}'s value contract {cards[0][1]}; "
+        f"{', '.join(differ)} declare(s) another: list the model whose contract fits the data first"
+    )
+
+
 def run_model(model: Any, lr: np.ndarray, device: str) -> tuple[np.ndarray, float]:
     """LR (C, h, w) in [0, 1] -> SR (C, sh, sw) in [0, 1] and the forward time in seconds."""
     import torch
@@ -137,6 +152,7 @@ def evaluate_models(
     contract = None
     if card is not None and card.value_contract:
         contract = ValueContract.from_dict(card.value_contract)
+    other = contract_disagreement(models[1:])
     n_bands = len(card.bands) if card is not None and card.bands else None
     bands = _parse_bands(a.bands) or _default_bands(files[0], n_bands)
     scorer = Scorer(a.metric_list, a.scale, a.crop_border, a.weights_dir, device)
@@ -160,6 +176,9 @@ def evaluate_models(
         + f"; LR = degrade(HR, '{cfg.name}', seed {a.seed} + image index); "
         "SR rounded to the source dtype before scoring."
     )
+    if other:
+        res.notes.append(other)
+        echo(f"warning: {other}")
     samples: list[Sample] = []
     keys = _image_keys(files)
     res.info["sensors"] = {keys[k]: sensor_of(f) for k, f in enumerate(files)}
