@@ -71,10 +71,20 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 
 # -- configuration and data ---------------------------------------------------------------------
 def test_shipped_config_uses_the_shared_keys() -> None:
+    from slimdiffsr.models.card import read_card
+
     cfg = load_config(CONFIG, ["cache=C", "lpips_weights=W"], PerceptualConfig)
-    assert cfg.output_dir == "/work/runs/perceptual_nano_x4" and cfg.learning_rate == 2e-4
-    assert (cfg.train_batch_size, cfg.crop_size, cfg.checkpointing_steps) == (4, 64, 25)
-    assert cfg.learning_rate_d == 1e-4 and cfg.clip_discriminator is False
+    assert cfg.output_dir == "/work/runs/perceptual_nano_x4" and cfg.clip_discriminator is False
+    # the config is the recipe of the shipped model: its card says what it was trained with
+    shipped = read_card(ROOT / "core/slimdiffsr/zoo/slimdiffsr-nano-x4-perceptual.safetensors")
+    t = shipped.training
+    assert (cfg.learning_rate, cfg.train_batch_size, cfg.crop_size, cfg.max_train_steps) == (
+        t["learning_rate"], t["batch_size"], t["crop_size"], t["steps"]
+    )  # fmt: skip
+    weights = {"teacher_l1": cfg.w_teacher, "l1": cfg.w_l1, "lpips_alex": cfg.w_lpips,
+               "consistency": cfg.w_consistency, "adversarial_patchgan": cfg.w_adv,
+               "feature_mse_mmd": cfg.w_feature}  # fmt: skip
+    assert t["losses"] == weights
     with pytest.raises(ConfigError, match="unknown config key 'steps'"):
         load_config(None, ["steps=10"], PerceptualConfig)
     with pytest.raises(ConfigError, match="w_adv must be >= 0"):
@@ -154,22 +164,32 @@ def test_command_writes_a_loadable_model_with_card(files: dict[str, Path], tmp_p
     assert model(torch.zeros(1, 3, 8, 8)).shape == (1, 3, 32, 32)
 
 
-def test_resume_matches_uninterrupted_run(
-    files: dict[str, Path], tmp_path: Path, one_thread: None
-) -> None:
+def _assert_resume_exact(
+    files: dict[str, Path], straight: Path, stopped: Path, **extra: object
+) -> dict:
+    """2 steps straight vs 1 step + resume: identical step-2 losses and bit-identical student,
+    discriminator and model file; returns the straight run's summary."""
     from slimdiffsr.training.perceptual import run
 
-    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    summary = run(load_config(None, _overrides(files, straight), PerceptualConfig))
-    assert {"teacher", "l1", "consistency", "adv_g", "adv_d"} <= set(summary["history"][-1])
-    run(load_config(None, _overrides(files, stopped, max_train_steps=1), PerceptualConfig))
-    over = _overrides(files, stopped, resume_from_checkpoint="latest")
+    summary = run(load_config(None, _overrides(files, straight, **extra), PerceptualConfig))
+    run(load_config(None, _overrides(files, stopped, max_train_steps=1, **extra), PerceptualConfig))
+    over = _overrides(files, stopped, resume_from_checkpoint="latest", **extra)
     resumed = run(load_config(None, over, PerceptualConfig))
     assert resumed["history"][-1] == summary["history"][-1]  # identical losses at step 2
     for name in ("model.safetensors", "model_1.safetensors", "tiny-perceptual.safetensors"):
         a = _tensors(straight / "checkpoint-2" / name)
         b = _tensors(stopped / "checkpoint-2" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    return summary
+
+
+def test_resume_matches_uninterrupted_run(
+    files: dict[str, Path], tmp_path: Path, one_thread: None
+) -> None:
+
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    summary = _assert_resume_exact(files, straight, stopped)
+    assert {"teacher", "l1", "consistency", "adv_g", "adv_d"} <= set(summary["history"][-1])
     a = _tensors(straight / "tiny-perceptual.safetensors")
     c = _tensors(straight / "checkpoint-1" / "tiny-perceptual.safetensors")
     assert any(not torch.equal(a[k], c[k]) for k in a)  # step 2 did change the weights
@@ -255,19 +275,11 @@ def test_feature_term_trains_the_adapter_and_resumes_exactly(
 
     straight, stopped, plain = tmp_path / "straight", tmp_path / "stopped", tmp_path / "plain"
     feat = {"w_feature": 0.5, "mmd_tokens": 16}  # 6x6 = 36 positions per image: subsampled
-    summary = run(load_config(None, _overrides(files, straight, **feat), PerceptualConfig))
+    summary = _assert_resume_exact(files, straight, stopped, **feat)
     for rec in summary["history"]:
         assert {"feature_mse", "feature_mmd"} <= set(rec)
         assert all(torch.isfinite(torch.tensor(rec[k])) for k in ("feature_mse", "feature_mmd"))
         assert rec["feature_mse"] > 0
-    run(load_config(None, _overrides(files, stopped, max_train_steps=1, **feat), PerceptualConfig))
-    over = _overrides(files, stopped, resume_from_checkpoint="latest", **feat)
-    resumed = run(load_config(None, over, PerceptualConfig))
-    assert resumed["history"][-1] == summary["history"][-1]  # identical losses at step 2
-    for name in ("model.safetensors", "model_1.safetensors", "tiny-perceptual.safetensors"):
-        a = _tensors(straight / "checkpoint-2" / name)
-        b = _tensors(stopped / "checkpoint-2" / name)
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     # the adapter is checkpointed and trained (it starts at zero) but not in the model file
     state = _tensors(straight / "checkpoint-2" / "model.safetensors")
     assert state["adapters.adapters.0.weight"].shape == (64, 16, 1, 1)

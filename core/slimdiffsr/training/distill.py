@@ -33,7 +33,7 @@ from slimdiffsr.training.data import (
     train_and_val_sources,
     value_contract,
 )
-from slimdiffsr.training.loop import StageRun, frozen_discriminator
+from slimdiffsr.training.loop import StageRun, freeze_unused, frozen_discriminator
 
 log = logging.getLogger(__name__)
 
@@ -98,20 +98,9 @@ def _init_autoencoder(student: nn.Module, folder: str | Path) -> int:
 
 
 def _freeze_unused(module: DistillModule, channels: int, size: int, features: bool) -> int:
-    """Stop training tensors the forward pass never uses (the published layout keeps unused
-    modules such as ``time_embedding``); DDP would otherwise fail on parameters without grads.
-    Returns how many tensors were frozen."""
-    lr = torch.zeros(1, channels, size, size)
-    sr, feats = module(lr, features=features)
-    total = sr.float().sum() + sum(f.float().sum() for f in (feats or []))
-    total.backward()
-    frozen = 0
-    for p in module.parameters():
-        if p.requires_grad and p.grad is None:
-            p.requires_grad_(False)
-            frozen += 1
-        p.grad = None
-    return frozen
+    """:func:`~slimdiffsr.training.loop.freeze_unused` on one probe forward (SR and features)."""
+    sr, feats = module(torch.zeros(1, channels, size, size), features=features)
+    return freeze_unused(module, sr.float().sum() + sum(f.float().sum() for f in (feats or [])))
 
 
 def _crop_common(
@@ -345,6 +334,7 @@ class DistillRun(StageRun):
             * self.accelerator.num_processes
             * cfg.gradient_accumulation_steps,
             "learning_rate": cfg.learning_rate,
+            "lr_scheduler": f"{cfg.lr_scheduler}, warm-up {cfg.lr_warmup_steps} steps",
             "losses": {
                 k: getattr(cfg, k)
                 for k in ("loss_l1", "loss_l2", "loss_lpips")

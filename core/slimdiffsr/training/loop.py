@@ -113,6 +113,20 @@ def lr_factor(kind: str, step: int, warmup: int, total: int) -> float:
     raise ConfigError(f"unknown lr_scheduler {kind!r}")
 
 
+def freeze_unused(module: nn.Module, total: torch.Tensor) -> int:
+    """Stop training the tensors that ``total`` (a scalar from one forward pass of ``module``)
+    does not depend on: the published layout keeps unused modules (``time_embedding``), Adam never
+    moves them, and DDP fails on parameters without gradients. Returns how many were frozen."""
+    total.backward()
+    frozen = 0
+    for p in module.parameters():
+        if p.requires_grad and p.grad is None:
+            p.requires_grad_(False)
+            frozen += 1
+        p.grad = None
+    return frozen
+
+
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:

@@ -41,7 +41,7 @@ from torch import nn
 
 from slimdiffsr.losses.distill import FeatureAdapters
 from slimdiffsr.training.config import ConfigError, TrainConfig, need
-from slimdiffsr.training.loop import StageRun, frozen_discriminator, resume_path
+from slimdiffsr.training.loop import StageRun, freeze_unused, frozen_discriminator, resume_path
 
 log = logging.getLogger(__name__)
 
@@ -170,19 +170,6 @@ def draw_batch(
     return CropBatch(hr, lr, tt, feat)
 
 
-def freeze_unused(model: nn.Module, lr: torch.Tensor) -> int:
-    """Stop training tensors the forward pass never uses (the published layout keeps unused
-    modules); Adam never moves them anyway, and DDP would fail on them. Returns the count."""
-    model(lr).float().sum().backward()
-    frozen = 0
-    for p in model.parameters():
-        if p.requires_grad and p.grad is None:
-            p.requires_grad_(False)
-            frozen += 1
-        p.grad = None
-    return frozen
-
-
 class FeatureStudent(nn.Module):
     """The student and the 1x1 adapter of one feature level as one module, so Accelerate
     checkpoints (and DDP synchronises) both; ``forward(lr)`` returns SR and the adapted features.
@@ -247,7 +234,7 @@ class PerceptualRun(StageRun):
             raise ConfigError(f"init {cfg.init} is x{student.scale}, the run is x{cfg.scale}")
         student.train().requires_grad_(True)
         probe = self.crops["lr"][:1].float() * 2 - 1
-        frozen = freeze_unused(student, probe)
+        frozen = freeze_unused(student, student(probe).float().sum())
         if frozen:
             log.info("%d parameter tensors never receive gradients (kept, not trained)", frozen)
         self.lpips = LPIPSLoss(cfg.lpips_weights, "alex") if cfg.w_lpips > 0 else None
@@ -413,6 +400,7 @@ class PerceptualRun(StageRun):
                 "adversarial_patchgan": cfg.w_adv,
             },
             "learning_rate": cfg.learning_rate,
+            "lr_scheduler": f"{cfg.lr_scheduler}, warm-up {cfg.lr_warmup_steps} steps",
             "batch_size": cfg.train_batch_size
             * acc.num_processes
             * cfg.gradient_accumulation_steps,
@@ -465,7 +453,6 @@ __all__ = [
     "PerceptualRun",
     "draw_batch",
     "feature_adapter",
-    "freeze_unused",
     "load_crop_set",
     "main",
     "run",
