@@ -164,3 +164,19 @@ def test_deterministic_and_matches_the_contract_inverse(src, tmp_path):
     ref = ValueContract.for_dtype("uint8").from_model(fa / 127.5 - 1.0, "uint8")
     assert np.abs(u8.astype(int) - ref.astype(int)).max() <= 1
     assert (u8 == ref).mean() > 0.999
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_output_gets_the_users_file_mode(src, tmp_path, umask):
+    """The temporary file is created owner-only; the output gets 0666 less the umask, like any
+    file the user creates (a shared project folder must be able to read it)."""
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        for cog in (False, True):
+            r = upscale(src, tmp_path / f"m{umask}{cog}.tif", model="bicubic", cog=cog)
+            assert stat.S_IMODE(os.stat(r.output).st_mode) == 0o666 & ~umask
+    finally:
+        os.umask(old)

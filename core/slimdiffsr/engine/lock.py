@@ -99,12 +99,33 @@ class OutputLock:
 
 
 def unique_temp(output: Path, suffix: str) -> Path:
-    """A new, empty, uniquely named hidden file beside ``output`` (``.<name>.<random><suffix>``)."""
+    """A new, empty, uniquely named hidden file beside ``output`` (``.<name>.<random><suffix>``).
+
+    ``mkstemp`` creates it owner-only (0600); it becomes the user's output by a rename, so it gets
+    the mode any new file of theirs would get (0666 less the umask), as GDAL would give it."""
     fd, name = tempfile.mkstemp(
         dir=output.parent, prefix=protocol.temp_prefix(output.name), suffix=suffix
     )
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     return Path(name)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux), else set and
+    restored at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def check_replaceable(target: Path, output_dir: Path, raster: bool = True) -> None:
