@@ -180,3 +180,16 @@ def test_output_gets_the_users_file_mode(src, tmp_path, umask):
             assert stat.S_IMODE(os.stat(r.output).st_mode) == 0o666 & ~umask
     finally:
         os.umask(old)
+
+
+def test_gdal_block_cache_is_megabytes_during_a_run(src, tmp_path):
+    """rasterio takes an integer GDAL_CACHEMAX as bytes: the engine's 128 must be 128 MB, or
+    every compressed block is decoded again for each read (a 30 s preflight on a 2k scene)."""
+    from rasterio.env import getenv
+
+    from slimdiffsr.engine.run import GDAL_CACHE_MB
+
+    seen = {}
+    upscale(src, tmp_path / "c.tif", model="bicubic",
+            on_preflight=lambda pf: seen.update(cache=getenv()["GDAL_CACHEMAX"]))  # fmt: skip
+    assert seen["cache"] == GDAL_CACHE_MB * 2**20 >= 2**20

@@ -328,7 +328,9 @@ class Job:
         self._check_input_readable()
         with (
             self.lock,
-            rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB),
+            # an int is bytes to rasterio (GDALSetCacheMax64), not GDAL's "<100000 = MB" rule: 128
+            # alone meant a 128-byte cache, and a decimated read of a compressed scene took 30 s
+            rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20),
             rio_io.open_input(self.inp) as src,
         ):
             self.pf = pf = preflight(src, self.inp, self.out, self.up, self.o)
