@@ -108,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
         "their weights blended (default model only)",
     )
     g.add_argument(
+        "--ensemble",
+        type=int,
+        choices=(1, 2, 4, 8),
+        default=1,
+        metavar="N",
+        help="self-ensemble: average the model over N flipped/rotated copies of each tile "
+        "(1, 2, 4 or 8; N times slower, a little more faithful; default 1)",
+    )
+    g.add_argument(
         "--bands",
         type=band_list,
         metavar="B,B,B",
@@ -333,6 +342,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         consistency=args.consistency,
         memory_mb=args.memory_mb,
         detail=args.detail,
+        ensemble=args.ensemble,
     )
     failed = 0
     for inp in inputs:

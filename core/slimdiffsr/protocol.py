@@ -77,6 +77,7 @@ OPTIONAL_UPSCALE_PARAMS = (
     "consistency",
     "compress",
     "detail",
+    "ensemble",
     "runtime",
     "threads",
     "tile_memory_mb",
@@ -89,6 +90,7 @@ AUTO_TILE = 0  # tile/overlap 0: sized by the engine from the device's memory (s
 OUT_DTYPES = ("same", "uint8", "uint16", "int16", "float32")
 COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
 SCALES = (2, 3, 4, 8)
+ENSEMBLES = (1, 2, 4, 8)  # self-ensemble copies per tile (slimdiffsr.engine.ensemble)
 
 # -- limits on what the worker reads (a hostile or broken client cannot knock it over) ----------
 MAX_LINE_BYTES = 1 << 20  # one request line; longer lines are answered with an error and skipped
@@ -339,6 +341,7 @@ UPSCALE_PARAM_CHECKS: dict[str, Any] = {
     "consistency": _boolean,
     "compress": _one_of(COMPRESSIONS),
     "detail": _detail,
+    "ensemble": _one_of(ENSEMBLES),
     "runtime": _one_of(RUNTIMES),
     "threads": _int_in(1, 4096),
     "tile_memory_mb": _int_in(16, 1 << 24),

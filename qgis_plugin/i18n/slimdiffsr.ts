@@ -19,22 +19,17 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="144"/>
+        <location filename="../algorithms/superresolve.py" line="145"/>
         <source>Super-resolve raster layer</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="150"/>
+        <location filename="../algorithms/superresolve.py" line="151"/>
         <source>super-resolution,upscale,upsample,sharpen,diffusion,deep learning</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="154"/>
-        <source>&lt;p&gt;Writes a super-resolved copy of a raster layer as a GeoTIFF: same CRS and extent, pixel size divided by the model&apos;s scale (x4 or x8), same data type and nodata. Only &lt;b&gt;Input layer&lt;/b&gt; is needed; the result goes to the SlimDiffSR output folder unless you choose a file or a temporary file.&lt;/p&gt;&lt;p&gt;&lt;b&gt;Model&lt;/b&gt;: the models installed in the backend ({}). The default, slimdiffsr-nano-x4, expects red, green and blue; bicubic-x4 and bicubic-x8 are plain interpolation to compare against. Advanced: &lt;b&gt;Model file&lt;/b&gt; runs a .safetensors model file instead.&lt;/p&gt;&lt;p&gt;&lt;b&gt;Bands&lt;/b&gt;: the layer bands to feed the model, in the model&apos;s band order (for Sentinel-2 RGB: 4, 3, 2). Empty: the first bands, as many as the model expects.&lt;/p&gt;&lt;p&gt;&lt;b&gt;Value mapping&lt;/b&gt;: how pixel values are scaled for the model. Automatic uses the model card and the data type; &lt;i&gt;Fixed range&lt;/i&gt; maps Value range low..high (for example 0..10000 for Sentinel-2 reflectance); &lt;i&gt;Percentile stretch&lt;/i&gt; maps the raster&apos;s Value range percentiles (default 2..98), computed once per raster.&lt;/p&gt;&lt;p&gt;&lt;b&gt;Extent&lt;/b&gt; restricts the run to an area (any CRS). &lt;b&gt;QA layer&lt;/b&gt; also writes how far the result, shrunk back, departs from the input.&lt;/p&gt;&lt;p&gt;The work runs in the SlimDiffSR backend, a separate Python environment; set it up and check it in &lt;i&gt;Raster &amp;gt; SlimDiffSR &amp;gt; Backend settings and check...&lt;/i&gt;. The same tool with a preview and a progress bar per tile is in &lt;i&gt;Raster &amp;gt; SlimDiffSR &amp;gt; SlimDiffSR panel&lt;/i&gt;. Lower the tile size (Advanced) if the GPU runs out of memory.&lt;/p&gt;</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/superresolve.py" line="181"/>
+        <location filename="../algorithms/superresolve.py" line="184"/>
         <source>Input layer</source>
         <translation type="unfinished"></translation>
     </message>
@@ -49,7 +44,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="194"/>
+        <location filename="../algorithms/superresolve.py" line="197"/>
         <source>Layer bands in the model&apos;s band order; empty: the first bands.</source>
         <translation type="unfinished"></translation>
     </message>
@@ -74,27 +69,27 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="208"/>
+        <location filename="../algorithms/superresolve.py" line="211"/>
         <source>Value range (low, high)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="217"/>
+        <location filename="../algorithms/superresolve.py" line="220"/>
         <source>Detail (0 fidelity .. 1 detail)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="227"/>
+        <location filename="../algorithms/superresolve.py" line="230"/>
         <source>Extent</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="228"/>
+        <location filename="../algorithms/superresolve.py" line="231"/>
         <source>QA layer</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="232"/>
+        <location filename="../algorithms/superresolve.py" line="235"/>
         <source>Model file (replaces Model)</source>
         <translation type="unfinished"></translation>
     </message>
@@ -119,87 +114,87 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="258"/>
+        <location filename="../algorithms/superresolve.py" line="261"/>
         <source>Runtime</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="271"/>
+        <location filename="../algorithms/superresolve.py" line="284"/>
         <source>Super-resolved</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="276"/>
+        <location filename="../algorithms/superresolve.py" line="289"/>
         <source>Consistency (QA)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="302"/>
+        <location filename="../algorithms/superresolve.py" line="315"/>
         <source>The input &apos;{}&apos; is a vector layer; super-resolution needs a raster layer.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="313"/>
+        <location filename="../algorithms/superresolve.py" line="326"/>
         <source>The model &apos;{}&apos; is not installed in the backend; installed: {}. Choose one of them, or give a .safetensors file as Model file.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="359"/>
+        <location filename="../algorithms/superresolve.py" line="372"/>
         <source>The input could not be opened as a raster layer: {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="370"/>
+        <location filename="../algorithms/superresolve.py" line="383"/>
         <source>Band {} was requested, but the layer &apos;{}&apos; has only {} band(s); choose bands between 1 and {}.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="380"/>
+        <location filename="../algorithms/superresolve.py" line="393"/>
         <source>The model file does not exist: {}.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="402"/>
+        <location filename="../algorithms/superresolve.py" line="415"/>
         <source>The extent does not overlap the layer &apos;{}&apos; (after transforming it to the layer&apos;s CRS {}).</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="424"/>
+        <location filename="../algorithms/superresolve.py" line="437"/>
         <source>The output must be a GeoTIFF (.tif) file, got {}.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="428"/>
+        <location filename="../algorithms/superresolve.py" line="441"/>
         <source>The output would overwrite the input {}; choose another file.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="464"/>
+        <location filename="../algorithms/superresolve.py" line="481"/>
         <source>The layer &apos;{}&apos; is not a file (provider &apos;{}&apos;); save it as a GeoTIFF first (Export &gt; Save As...) and super-resolve that file.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="473"/>
+        <location filename="../algorithms/superresolve.py" line="490"/>
         <source>The layer &apos;{}&apos; is a sub-dataset or uses open options; save it as a GeoTIFF first and super-resolve that file.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="480"/>
+        <location filename="../algorithms/superresolve.py" line="497"/>
         <source>The file behind the layer &apos;{}&apos; does not exist: {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="496"/>
+        <location filename="../algorithms/superresolve.py" line="513"/>
         <source>Super-resolving &apos;{}&apos; with model &apos;{}&apos;</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="515"/>
+        <location filename="../algorithms/superresolve.py" line="532"/>
         <source>Backend {} (Python {}, pid {}) at {}, found via {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="542"/>
+        <location filename="../algorithms/superresolve.py" line="559"/>
         <source>SlimDiffSR failed unexpectedly ({}: {}); see the log for details.</source>
         <translation type="unfinished"></translation>
     </message>
@@ -209,27 +204,27 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="629"/>
+        <location filename="../algorithms/superresolve.py" line="646"/>
         <source>Tile {} of {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="631"/>
+        <location filename="../algorithms/superresolve.py" line="648"/>
         <source>, about {} left</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="639"/>
+        <location filename="../algorithms/superresolve.py" line="656"/>
         <source>{} s</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="641"/>
+        <location filename="../algorithms/superresolve.py" line="658"/>
         <source>{} min</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="642"/>
+        <location filename="../algorithms/superresolve.py" line="659"/>
         <source>{} h {} min</source>
         <translation type="unfinished"></translation>
     </message>
@@ -239,7 +234,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="661"/>
+        <location filename="../algorithms/superresolve.py" line="678"/>
         <source>Done: {}.</source>
         <translation type="unfinished"></translation>
     </message>
@@ -909,18 +904,28 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="238"/>
+        <location filename="../algorithms/superresolve.py" line="241"/>
         <source>Tile size (px, 0 = automatic)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/superresolve.py" line="246"/>
+        <location filename="../algorithms/superresolve.py" line="249"/>
         <source>Tile overlap (px, 0 = automatic)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
         <location filename="../dock.py" line="183"/>
         <source>Automatic</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="271"/>
+        <source>Self-ensemble (copies per tile, each one run more; 1 = off)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/superresolve.py" line="155"/>
+        <source>&lt;p&gt;Writes a super-resolved copy of a raster layer as a GeoTIFF: same CRS and extent, pixel size divided by the model&apos;s scale (x4 or x8), same data type and nodata. Only &lt;b&gt;Input layer&lt;/b&gt; is needed; the result goes to the SlimDiffSR output folder unless you choose a file or a temporary file.&lt;/p&gt;&lt;p&gt;&lt;b&gt;Model&lt;/b&gt;: the models installed in the backend ({}). The default, slimdiffsr-nano-x4, expects red, green and blue; bicubic-x4 and bicubic-x8 are plain interpolation to compare against. Advanced: &lt;b&gt;Model file&lt;/b&gt; runs a .safetensors model file instead.&lt;/p&gt;&lt;p&gt;&lt;b&gt;Bands&lt;/b&gt;: the layer bands to feed the model, in the model&apos;s band order (for Sentinel-2 RGB: 4, 3, 2). Empty: the first bands, as many as the model expects.&lt;/p&gt;&lt;p&gt;&lt;b&gt;Value mapping&lt;/b&gt;: how pixel values are scaled for the model. Automatic uses the model card and the data type; &lt;i&gt;Fixed range&lt;/i&gt; maps Value range low..high (for example 0..10000 for Sentinel-2 reflectance); &lt;i&gt;Percentile stretch&lt;/i&gt; maps the raster&apos;s Value range percentiles (default 2..98), computed once per raster.&lt;/p&gt;&lt;p&gt;&lt;b&gt;Extent&lt;/b&gt; restricts the run to an area (any CRS). &lt;b&gt;QA layer&lt;/b&gt; also writes how far the result, shrunk back, departs from the input. &lt;b&gt;Self-ensemble&lt;/b&gt; (Advanced) averages the model over 2, 4 or 8 flipped and rotated copies of each tile: that many times slower, slightly more faithful.&lt;/p&gt;&lt;p&gt;The work runs in the SlimDiffSR backend, a separate Python environment; set it up and check it in &lt;i&gt;Raster &amp;gt; SlimDiffSR &amp;gt; Backend settings and check...&lt;/i&gt;. The same tool with a preview and a progress bar per tile is in &lt;i&gt;Raster &amp;gt; SlimDiffSR &amp;gt; SlimDiffSR panel&lt;/i&gt;. Lower the tile size (Advanced) if the GPU runs out of memory.&lt;/p&gt;</source>
         <translation type="unfinished"></translation>
     </message>
 </context>

@@ -128,6 +128,21 @@ def test_only_input_and_output(plugin, backend_python, model_name, rgb8, tmp_pat
     assert stats.maximumValue > stats.minimumValue  # not a blank image
 
 
+def test_self_ensemble_reaches_the_engine(plugin, backend_python, rgb8, tmp_path) -> None:
+    """The advanced ENSEMBLE choice travels to the worker: the output records it."""
+    from osgeo import gdal
+
+    res = processing.run(
+        ALG, {"INPUT": str(rgb8), "ENSEMBLE": "2", "OUTPUT": str(tmp_path / "e2.tif")}
+    )
+    assert_super_resolved(res["OUTPUT"], rgb8)
+    ds = gdal.Open(res["OUTPUT"])
+    assert ds.GetMetadataItem("SLIMDIFFSR_ENSEMBLE") == "2"
+    band = ds.GetRasterBand(1).ReadAsArray().astype(float)
+    assert band.std() > 10  # a picture, not a constant
+    ds = None
+
+
 def test_layer_object_uint16(plugin, backend_python, u16, tmp_path) -> None:
     layer = QgsRasterLayer(str(u16), "u16", "gdal")
     res = processing.run(

@@ -21,6 +21,7 @@ import numpy as np
 from slimdiffsr.contract import ValueContract
 from slimdiffsr.devices import PRECISIONS, resolve_device
 from slimdiffsr.engine import raster_io as rio_io
+from slimdiffsr.engine.ensemble import check_ensemble, self_ensemble
 from slimdiffsr.engine.loop import GDAL_CACHE_MB, Job, UpscaleResult
 from slimdiffsr.engine.plan import (
     QA_THRESHOLD,
@@ -144,11 +145,16 @@ class Upscaler:
         tile_memory_mb: int | None = None,
         threads: int | None = None,
         detail: float | None = None,
+        ensemble: int = 1,
     ) -> None:
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if batch_size is not None and batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {batch_size}")
+        try:
+            self.ensemble = check_ensemble(ensemble)
+        except ValueError as e:
+            raise InputError(str(e)) from None
         # detail (0-1) blends the fidelity and perceptual models' weights: a torch-only operation
         self.runtime = "torch" if detail else resolve_runtime(runtime, model, str(device))
         if self.runtime == "torch":
@@ -188,7 +194,7 @@ class Upscaler:
                     tile=tile, overlap=overlap, halo=halo, margin=margin, batch_size=batch_size,
                     consistency=consistency, consistency_iterations=consistency_iterations,
                     memory_mb=memory_mb, tile_memory_mb=tile_memory_mb, threads=threads,
-                    detail=detail,
+                    detail=detail, ensemble=ensemble,
                 )  # fmt: skip
                 return
             self.model = self.runner
@@ -256,10 +262,11 @@ class Upscaler:
     # -- the model step (also what the benchmark times bare) -------------------------------------
     def forward(self, lr: Any) -> Any:
         """LR batch in [-1, 1] (B, C, h, w) -> SR float32 (B, C, s*h, s*w): a torch tensor on the
-        device for the torch runtime, a numpy array for ONNX Runtime."""
+        device for the torch runtime, a numpy array for ONNX Runtime. With ``ensemble`` > 1, the
+        mean over that many flipped/rotated copies (``engine.ensemble``)."""
         if self.runtime == "torch":
-            return self.runner.forward_tensor(lr)
-        return self.runner(np.asarray(lr, dtype=np.float32))
+            return self_ensemble(self.runner.forward_tensor, lr, self.ensemble)
+        return self_ensemble(self.runner, np.asarray(lr, dtype=np.float32), self.ensemble)
 
     def predict(
         self, x: np.ndarray, halo: int | tuple[int, int, int, int], size: tuple[int, int]
@@ -393,6 +400,7 @@ def upscale(
     qa: bool = False,
     consistency: bool = False,
     detail: float | None = None,
+    ensemble: int = 1,
     cog: bool = False,
     overwrite: bool = False,
     resume: bool = False,
@@ -422,7 +430,9 @@ def upscale(
     - ``qa``: also write ``<out>_qa.tif`` (|down(SR) - LR| per band on the input grid) and
       ``<out>_qa.json``. ``consistency`` enforces down(SR) ~ LR per tile.
     ``detail`` (0-1, default model only) blends the fidelity default (0) and the perceptual model
-    (1) by weight interpolation (``models.registry.load_model``).
+    (1) by weight interpolation (``models.registry.load_model``). ``ensemble`` (1, 2, 4 or 8)
+    averages the model over that many flipped/rotated copies of each tile: as many times slower,
+    a little more faithful (``engine.ensemble``).
     - ``resume``: keep the partial file and manifest if interrupted, and continue from them.
     - ``runtime``: ``auto`` (ONNX Runtime where installed), ``onnx`` or ``torch``; ``threads``
       CPU threads for ONNX Runtime (default: the cores available).
@@ -445,6 +455,7 @@ def upscale(
         tile_memory_mb=tile_memory_mb,
         threads=threads,
         detail=detail,
+        ensemble=ensemble,
     )
     return up.run(
         input,

@@ -76,6 +76,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     opt.add_argument("--crop-border", type=int, help="PSNR/SSIM border crop (default: scale)")
     opt.add_argument("--seam-tile", type=int, help="output tile size for the seam metric")
     opt.add_argument(
+        "--ensemble",
+        default="1",
+        help="self-ensemble sizes to score each learned model at, comma list of 1, 2, 4, 8 "
+        "(e.g. 1,8: each model plain and as 'NAME x8'); see slimdiffsr.engine.ensemble",
+    )
+    opt.add_argument(
         "--metrics",
         help=f"comma list from {','.join(ALL_METRICS)} "
         f"(default {DEFAULT_REF_METRICS} with a reference, {DEFAULT_NR_METRICS} without)",

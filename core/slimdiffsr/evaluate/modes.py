@@ -24,6 +24,29 @@ from slimdiffsr.evaluate.report import Sample, _fmt
 from slimdiffsr.evaluate.scoring import EvaluateError, Results, Scorer
 
 
+def parse_ensembles(text: str | Sequence[int]) -> list[int]:
+    """``"1,8"`` -> [1, 8] (each checked; duplicates dropped, order kept)."""
+    from slimdiffsr.engine.ensemble import check_ensemble
+
+    items = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        return list(dict.fromkeys(check_ensemble(int(v)) for v in items if str(v).strip()))
+    except ValueError as e:
+        raise EvaluateError(f"--ensemble: {e}") from e
+
+
+def with_ensembles(
+    models: Sequence[tuple[str, Any]], sizes: Sequence[int]
+) -> list[tuple[str, Any, int]]:
+    """(label, model, ensemble) rows: bicubic once (it is symmetric, an ensemble cannot change
+    it), each learned model at each size, labelled ``NAME xN`` for N > 1."""
+    rows: list[tuple[str, Any, int]] = []
+    for label, m in models:
+        for n in [1] if label == "bicubic" else sizes:
+            rows.append((label if n == 1 else f"{label} x{n}", m, n))
+    return rows
+
+
 def load_models(names: Sequence[str], scale: int, device: str) -> list[tuple[str, Any]]:
     """Bicubic first, then each named model (duplicates and explicit bicubic dropped)."""
     from slimdiffsr.models.registry import load_model
@@ -75,16 +98,21 @@ def contract_disagreement(models: Sequence[tuple[str, Any]]) -> str | None:
     )
 
 
-def run_model(model: Any, lr: np.ndarray, device: str) -> tuple[np.ndarray, float]:
-    """LR (C, h, w) in [0, 1] -> SR (C, sh, sw) in [0, 1] and the forward time in seconds."""
+def run_model(
+    model: Any, lr: np.ndarray, device: str, ensemble: int = 1
+) -> tuple[np.ndarray, float]:
+    """LR (C, h, w) in [0, 1] -> SR (C, sh, sw) in [0, 1] and the forward time in seconds;
+    ``ensemble`` > 1 averages that many flipped/rotated copies (``engine.ensemble``)."""
     import torch
+
+    from slimdiffsr.engine.ensemble import self_ensemble
 
     x = torch.from_numpy(np.ascontiguousarray(lr))[None].to(device) * 2 - 1
     with torch.inference_mode():
         if x.is_cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        y = model(x)
+        y = self_ensemble(model, x, ensemble)
         if y.is_cuda:
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
@@ -146,7 +174,9 @@ def evaluate_models(
     device = str(resolve_device(a.device))
     files = _hr_files(a)
     cfg = DegradationConfig.preset(a.degradation)
+    sizes = parse_ensembles(getattr(a, "ensemble", "1"))
     models = load_models(a.model, a.scale, device)
+    runs = with_ensembles(models, sizes)
     learned = [m for _, m in models[1:]]
     card = getattr(learned[0], "card", None) if learned else None
     contract = None
@@ -166,8 +196,9 @@ def evaluate_models(
         "crop_border": a.crop_border,
         "max_size": a.max_size,
         "images": [str(f) for f in files],
-        "models": {label: getattr(m, "model_hash", "") for label, m in models},
-        "params": {label: sum(p.numel() for p in m.parameters()) for label, m in models},
+        "models": {label: getattr(m, "model_hash", "") for label, m, _ in runs},
+        "params": {label: sum(p.numel() for p in m.parameters()) for label, m, _ in runs},
+        "ensemble": {label: n for label, _, n in runs},
         "device": device,
     }
     res.notes.append(
@@ -197,8 +228,8 @@ def evaluate_models(
         lr = degrade(torch.from_numpy(hr)[None], a.scale, cfg, gen)[0].numpy()
         lr_up = None
         srs: dict[str, np.ndarray] = {}
-        for label, model in models:
-            sr, dt = run_model(model, lr, device)
+        for label, model, n in runs:
+            sr, dt = run_model(model, lr, device, n)
             sr = to_dtype_grid(sr, r)
             if label == "bicubic":
                 lr_up = sr
