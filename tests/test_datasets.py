@@ -84,6 +84,26 @@ def test_crops_are_deterministic_per_seed_epoch_index(folder: Path) -> None:
     assert torch.equal(a[1], b.sample(1, epoch=1))
 
 
+def test_dihedral_augmentation_rotates_the_same_crops(folder: Path) -> None:
+    """rot90 adds a rotation after the flip draw: the crop position and flip stay those of the
+    plain dataset (so the hflip-only stream is unchanged), and every crop is one of the eight
+    symmetries of it, all four rotations turning up."""
+    plain = RasterPatchDataset(folder, crop_size=16, seed=5)
+    turned = RasterPatchDataset(folder, crop_size=16, seed=5, rot90=True)
+    ks = set()
+    for i in range(len(plain)):
+        for epoch in range(6):
+            a, b = plain.sample(i, epoch).numpy(), turned.sample(i, epoch).numpy()
+            k = [k for k in range(4) if np.array_equal(np.rot90(a, k, axes=(1, 2)), b)]
+            assert k, f"crop {i}/{epoch} is not a rotation of the plain crop"
+            ks.add(k[0])
+    assert ks == {0, 1, 2, 3}
+    from slimdiffsr.training.config import ConfigError, TrainConfig
+
+    with pytest.raises(ConfigError, match="augment"):
+        TrainConfig(augment="rot45").validate()
+
+
 def test_small_images_are_reflect101_padded(folder: Path) -> None:
     ds = RasterPatchDataset(folder, crop_size=30, hflip=False)
     assert ds.infos[2].path.name == "c.tif"  # 20 x 24

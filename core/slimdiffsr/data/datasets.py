@@ -272,6 +272,8 @@ class RasterPatchDataset(Dataset):
         bands: 1-based band indices to read (e.g. ``[1, 2, 3]`` for RGB from RGBN); ``None`` = all,
             which requires every raster to have the same band count.
         hflip: random horizontal flip with odds 1/2 (the method uses no rotations).
+        rot90: also a random rotation by k * 90 degrees (with ``hflip``: all eight symmetries of
+            the square). Nadir imagery has no "up", so this is free data for remote sensing.
         pad: images smaller than the crop are reflect-101 padded; with ``pad=False`` they raise.
         value_contract: mapping of raster values to [0, 1]; ``None`` = the dtype's natural contract
             (uint8 0-255, uint16/int16 0-10000, float 0-1), as the engine does.
@@ -292,6 +294,7 @@ class RasterPatchDataset(Dataset):
         crop_size: int = 256,
         bands: Sequence[int] | None = None,
         hflip: bool = True,
+        rot90: bool = False,
         pad: bool = True,
         value_contract: ValueContract | None = None,
         repeats: int = 1,
@@ -307,6 +310,7 @@ class RasterPatchDataset(Dataset):
         self.crop_size = int(crop_size)
         self.bands = list(bands) if bands is not None else None
         self.hflip = hflip
+        self.rot90 = rot90
         self.pad = pad
         self.repeats = int(repeats)
         self.seed = int(seed)
@@ -403,6 +407,8 @@ class RasterPatchDataset(Dataset):
         assert best is not None
         if self.hflip and rng.random() < 0.5:
             best = best[:, :, ::-1]
+        if self.rot90:
+            best = np.rot90(best, int(rng.integers(0, 4)), axes=(1, 2))
         return torch.from_numpy(np.ascontiguousarray(best))
 
 

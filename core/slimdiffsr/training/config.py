@@ -33,6 +33,7 @@ from slimdiffsr.errors import InputError
 
 DEGRADATIONS = ("realesrgan", "rs", "rs16", "bicubic")
 LR_SCHEDULERS = ("constant", "cosine", "linear")
+AUGMENTS = ("none", "hflip", "dihedral")
 _TRUE, _FALSE = ("true", "yes", "on", "y"), ("false", "no", "off", "n")
 
 
@@ -72,6 +73,7 @@ class TrainConfig:
     value_contract: str | None = None  # e.g. "fixed:0:10000"; None: each dtype's natural contract
     crop_size: int = 256
     pad_small_images: bool = True  # reflect-101 pad images smaller than the crop
+    augment: str = "hflip"  # none | hflip | dihedral (flips and 90-degree rotations)
     scale: int = 4
     degradation: str = "realesrgan"  # realesrgan | rs | rs16 | bicubic
     val_crop_size: int | None = 256
@@ -115,6 +117,8 @@ class TrainConfig:
                  f"val_crop_size {self.val_crop_size} must be a multiple of scale {self.scale}")  # fmt: skip
         need(self.degradation in DEGRADATIONS,
              f"degradation must be one of {', '.join(DEGRADATIONS)}, got {self.degradation!r}")  # fmt: skip
+        need(self.augment in AUGMENTS,
+             f"augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")  # fmt: skip
         need(self.mixed_precision in MIXED_PRECISIONS,
              f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")  # fmt: skip
         need(self.lr_scheduler in LR_SCHEDULERS,

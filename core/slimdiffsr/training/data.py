@@ -116,6 +116,8 @@ def build_train_set(cfg: TrainConfig) -> RasterPatchDataset | SyntheticPatches:
         train,
         crop_size=cfg.crop_size,
         bands=cfg.bands,
+        hflip=cfg.augment != "none",
+        rot90=cfg.augment == "dihedral",
         pad=cfg.pad_small_images,
         value_contract=value_contract(cfg),
         seed=cfg.seed,
