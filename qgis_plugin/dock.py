@@ -46,7 +46,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from . import backend, catalog, modelfiles, settings
+from . import backend, catalog, modelfiles, protocol, settings
 from .algorithms.superresolve import VALUE_MAPPINGS, SuperResolveAlgorithm, duration_text
 from .results import GROUP_NAME, copy_style, result_group, result_name
 from .translation import tr
@@ -190,6 +190,28 @@ class SlimDiffSRDock(QgsDockWidget):
         self.precision_combo = QComboBox(opts)
         self.precision_combo.addItems(settings.PRECISIONS)
         of.addRow(tr("Precision"), self.precision_combo)
+        self.detail_spin = QgsDoubleSpinBox(opts)
+        self.detail_spin.setRange(0.0, 1.0)
+        self.detail_spin.setSingleStep(0.1)
+        self.detail_spin.setDecimals(2)
+        self.detail_spin.setClearValue(0.0)
+        self.detail_spin.setToolTip(
+            tr(
+                "0 = the fidelity default; 1 = the perceptual model (more texture); between "
+                "blends their weights. Default model only"
+            )
+        )
+        of.addRow(tr("Fidelity .. detail"), self.detail_spin)
+        self.ensemble_combo = QComboBox(opts)
+        for n in protocol.ENSEMBLES:
+            self.ensemble_combo.addItem(tr("Off") if n == 1 else tr("{} copies").format(n), n)
+        self.ensemble_combo.setToolTip(
+            tr(
+                "Average the model over flipped and rotated copies of each tile: that many "
+                "times slower, slightly more faithful"
+            )
+        )
+        of.addRow(tr("Self-ensemble"), self.ensemble_combo)
         self.qa_check = QCheckBox(tr("Also write the consistency (QA) layer"), opts)
         of.addRow(self.qa_check)
         self.output_widget = QgsFileWidget(opts)
@@ -313,6 +335,7 @@ class SlimDiffSRDock(QgsDockWidget):
     def _model_changed(self, *_: object) -> None:
         m = self.current_model()
         self.card_label.setText(modelfiles.describe_card(m))
+        self.detail_spin.setEnabled(bool(m.get("default")))  # the blend needs both shipped models
         self._rebuild_bands()
         self._update_output_hint()
         self._schedule_plan()
@@ -502,6 +525,10 @@ class SlimDiffSRDock(QgsDockWidget):
             "QA": self.qa_check.isChecked() and not preview,
             "OUTPUT": output,
         }
+        if self.detail_spin.isEnabled() and self.detail_spin.value() > 0:
+            params["DETAIL"] = self.detail_spin.value()
+        if int(self.ensemble_combo.currentData() or 1) > 1:
+            params["ENSEMBLE"] = str(self.ensemble_combo.currentData())
         if preview:
             canvas = self.iface.mapCanvas()
             params["EXTENT"] = QgsReferencedRectangle(

@@ -199,7 +199,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="658"/>
+        <location filename="../dock.py" line="685"/>
         <source>{} QA</source>
         <translation type="unfinished"></translation>
     </message>
@@ -229,7 +229,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="599"/>
+        <location filename="../dock.py" line="626"/>
         <source>Done.</source>
         <translation type="unfinished"></translation>
     </message>
@@ -244,7 +244,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="604"/>
+        <location filename="../dock.py" line="631"/>
         <source>Cancelled; no output was written.</source>
         <translation type="unfinished"></translation>
     </message>
@@ -584,57 +584,57 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="193"/>
+        <location filename="../dock.py" line="215"/>
         <source>Also write the consistency (QA) layer</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="198"/>
+        <location filename="../dock.py" line="220"/>
         <source>Output file</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="203"/>
+        <location filename="../dock.py" line="225"/>
         <source>Output folder</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="204"/>
+        <location filename="../dock.py" line="226"/>
         <source>Temporary files (gone when QGIS closes)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="219"/>
+        <location filename="../dock.py" line="241"/>
         <source>Run</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="221"/>
+        <location filename="../dock.py" line="243"/>
         <source>Preview current view</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="222"/>
+        <location filename="../dock.py" line="244"/>
         <source>Super-resolve only the map canvas extent, with a bicubic preview to compare</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="226"/>
+        <location filename="../dock.py" line="248"/>
         <source>Cancel</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="232"/>
+        <location filename="../dock.py" line="254"/>
         <source>Show the bicubic preview instead (compare)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="233"/>
+        <location filename="../dock.py" line="255"/>
         <source>Flip between the model&apos;s preview and plain bicubic interpolation of the same view</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="252"/>
+        <location filename="../dock.py" line="274"/>
         <source>Log</source>
         <translation type="unfinished"></translation>
     </message>
@@ -644,132 +644,132 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="268"/>
+        <location filename="../dock.py" line="290"/>
         <source> (default)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="285"/>
+        <location filename="../dock.py" line="307"/>
         <source>Asking the backend for its models...</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="295"/>
+        <location filename="../dock.py" line="317"/>
         <source>Backend not available: {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="302"/>
+        <location filename="../dock.py" line="324"/>
         <source>Backend {} at {}: {} model(s).</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="308"/>
+        <location filename="../dock.py" line="330"/>
         <source>SlimDiffSR: list models</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="321"/>
+        <location filename="../dock.py" line="344"/>
         <source>Import a SlimDiffSR model</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="321"/>
+        <location filename="../dock.py" line="344"/>
         <source>SlimDiffSR models (*.safetensors)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="333"/>
+        <location filename="../dock.py" line="356"/>
         <source>Import failed: {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="338"/>
+        <location filename="../dock.py" line="361"/>
         <source>Imported model {} into {}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="356"/>
+        <location filename="../dock.py" line="379"/>
         <source>All bands of the layer (this model takes any).</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="378"/>
+        <location filename="../dock.py" line="401"/>
         <source>Percentiles</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="383"/>
+        <location filename="../dock.py" line="406"/>
         <source>Values</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="414"/>
+        <location filename="../dock.py" line="437"/>
         <source>[temporary file]</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="416"/>
+        <location filename="../dock.py" line="439"/>
         <source>[new file in {}]</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="464"/>
+        <location filename="../dock.py" line="487"/>
         <source>SlimDiffSR: plan</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="518"/>
+        <location filename="../dock.py" line="545"/>
         <source>Choose a raster layer first.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="522"/>
+        <location filename="../dock.py" line="549"/>
         <source>Pick a layer band for every band the model expects.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="558"/>
+        <location filename="../dock.py" line="585"/>
         <source>the current view of </source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="559"/>
+        <location filename="../dock.py" line="586"/>
         <source>Running on {}&apos;{}&apos; with {}...</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="560"/>
+        <location filename="../dock.py" line="587"/>
         <source>Starting the backend...</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="569"/>
+        <location filename="../dock.py" line="596"/>
         <source>Cancelling...</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="601"/>
+        <location filename="../dock.py" line="628"/>
         <source>Failed; see the log.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="605"/>
+        <location filename="../dock.py" line="632"/>
         <source>Cancelled.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="641"/>
+        <location filename="../dock.py" line="668"/>
         <source>preview</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="644"/>
+        <location filename="../dock.py" line="671"/>
         <source>The result {} could not be opened.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="662"/>
+        <location filename="../dock.py" line="689"/>
         <source>Added &apos;{}&apos; to the group {}: {}</source>
         <translation type="unfinished"></translation>
     </message>
@@ -864,32 +864,32 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="739"/>
+        <location filename="../dock.py" line="766"/>
         <source>: layer bands {} in</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="741"/>
+        <location filename="../dock.py" line="768"/>
         <source>, {} band(s) out</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="743"/>
+        <location filename="../dock.py" line="770"/>
         <source> (bands {} bicubic)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="728"/>
+        <location filename="../dock.py" line="755"/>
         <source>see Value mapping</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="750"/>
+        <location filename="../dock.py" line="777"/>
         <source>{} tile(s)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../dock.py" line="752"/>
+        <location filename="../dock.py" line="779"/>
         <source>, about {} at the last run&apos;s speed</source>
         <translation type="unfinished"></translation>
     </message>
@@ -926,6 +926,36 @@
     <message>
         <location filename="../algorithms/superresolve.py" line="155"/>
         <source>&lt;p&gt;Writes a super-resolved copy of a raster layer as a GeoTIFF: same CRS and extent, pixel size divided by the model&apos;s scale (x4 or x8), same data type and nodata. Only &lt;b&gt;Input layer&lt;/b&gt; is needed; the result goes to the SlimDiffSR output folder unless you choose a file or a temporary file.&lt;/p&gt;&lt;p&gt;&lt;b&gt;Model&lt;/b&gt;: the models installed in the backend ({}). The default, slimdiffsr-nano-x4, expects red, green and blue; bicubic-x4 and bicubic-x8 are plain interpolation to compare against. Advanced: &lt;b&gt;Model file&lt;/b&gt; runs a .safetensors model file instead.&lt;/p&gt;&lt;p&gt;&lt;b&gt;Bands&lt;/b&gt;: the layer bands to feed the model, in the model&apos;s band order (for Sentinel-2 RGB: 4, 3, 2). Empty: the first bands, as many as the model expects.&lt;/p&gt;&lt;p&gt;&lt;b&gt;Value mapping&lt;/b&gt;: how pixel values are scaled for the model. Automatic uses the model card and the data type; &lt;i&gt;Fixed range&lt;/i&gt; maps Value range low..high (for example 0..10000 for Sentinel-2 reflectance); &lt;i&gt;Percentile stretch&lt;/i&gt; maps the raster&apos;s Value range percentiles (default 2..98), computed once per raster.&lt;/p&gt;&lt;p&gt;&lt;b&gt;Extent&lt;/b&gt; restricts the run to an area (any CRS). &lt;b&gt;QA layer&lt;/b&gt; also writes how far the result, shrunk back, departs from the input. &lt;b&gt;Self-ensemble&lt;/b&gt; (Advanced) averages the model over 2, 4 or 8 flipped and rotated copies of each tile: that many times slower, slightly more faithful.&lt;/p&gt;&lt;p&gt;The work runs in the SlimDiffSR backend, a separate Python environment; set it up and check it in &lt;i&gt;Raster &amp;gt; SlimDiffSR &amp;gt; Backend settings and check...&lt;/i&gt;. The same tool with a preview and a progress bar per tile is in &lt;i&gt;Raster &amp;gt; SlimDiffSR &amp;gt; SlimDiffSR panel&lt;/i&gt;. Lower the tile size (Advanced) if the GPU runs out of memory.&lt;/p&gt;</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="198"/>
+        <source>0 = the fidelity default; 1 = the perceptual model (more texture); between blends their weights. Default model only</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="204"/>
+        <source>Fidelity .. detail</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="207"/>
+        <source>Off</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="207"/>
+        <source>{} copies</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="208"/>
+        <source>Average the model over flipped and rotated copies of each tile: that many times slower, slightly more faithful</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../dock.py" line="214"/>
+        <source>Self-ensemble</source>
         <translation type="unfinished"></translation>
     </message>
 </context>

@@ -131,6 +131,39 @@ def test_dock_cancel(dock, tmp_path) -> None:
     assert dock.run_button.isEnabled()
 
 
+def test_dock_detail_and_self_ensemble_reach_the_output(dock, tmp_path) -> None:
+    """The Options' fidelity..detail blend and self-ensemble travel to the engine: the output's
+    tags name the blended model and the ensemble size; detail is offered for the default only."""
+    from osgeo import gdal
+
+    names = [m.get("name") for m in dock.models]
+    if "slimdiffsr-nano-x4" not in names:
+        pytest.skip("the shipped default model is not installed in this backend")
+    data = (np.indices((24, 28)).sum(0) * 7 % 256).astype(np.uint8)
+    src = write_raster(tmp_path / "blend.tif", np.stack([data, 255 - data, data[::-1]]))
+    dock.layer_combo.setLayer(add_layer(src, "blend"))
+    choose_model(dock, "bicubic-x4" if "bicubic-x4" in names else "bicubic")
+    assert not dock.detail_spin.isEnabled()
+    choose_model(dock, "slimdiffsr-nano-x4")
+    assert dock.detail_spin.isEnabled()
+    dock.detail_spin.setValue(0.5)
+    dock.ensemble_combo.setCurrentIndex(dock.ensemble_combo.findData(2))
+    params = dock.parameters()
+    assert params["DETAIL"] == 0.5 and params["ENSEMBLE"] == "2"
+    try:
+        ok, result = run_and_wait(dock)
+        assert ok, dock.log_view.toPlainText()
+        ds = gdal.Open(result.source())
+        assert ds.GetMetadataItem("SLIMDIFFSR_ENSEMBLE") == "2"
+        assert "detail 0.5" in ds.GetMetadataItem("SLIMDIFFSR_MODEL")
+        assert ds.GetRasterBand(1).ReadAsArray().std() > 10
+        ds = None
+    finally:
+        dock.detail_spin.setValue(0.0)
+        dock.ensemble_combo.setCurrentIndex(0)
+    assert "DETAIL" not in dock.parameters() and "ENSEMBLE" not in dock.parameters()
+
+
 def test_dock_shows_model_card(panel) -> None:
     names = [m.get("name") for m in panel.models]
     panel.model_combo.setCurrentIndex(
