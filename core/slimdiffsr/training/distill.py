@@ -330,6 +330,7 @@ class DistillRun(StageRun):
             "scale": cfg.scale,
             "degradation": cfg.degradation,
             "crop_size": cfg.crop_size,
+            "augment": cfg.augment,
             "batch_size": cfg.train_batch_size
             * self.accelerator.num_processes
             * cfg.gradient_accumulation_steps,
