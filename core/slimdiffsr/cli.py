@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--ensemble",
         type=int,
-        choices=(1, 2, 4, 8),
+        choices=protocol.ENSEMBLES,
         default=1,
         metavar="N",
         help="self-ensemble: average the model over N flipped/rotated copies of each tile "

@@ -136,7 +136,7 @@ def run_summary(job: Job, elapsed: float) -> dict[str, Any]:
         "device": str(up.device),
         "runtime": str(getattr(up, "runtime", "torch")),
         "precision": up.precision,
-        "ensemble": int(getattr(up, "ensemble", 1)),
+        "ensemble": up.ensemble,
         "tile": p.grid.tile,
         "overlap": p.grid.overlap,
         "halo": up.halo,
